@@ -1,0 +1,32 @@
+"""sine: in-context segmentation (SINE) as a detectron2 extension.
+
+No torch import at module scope: the package must build under pip's build isolation.
+"""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+
+def read_requirements(name):
+    lines = (ROOT / name).read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
+
+
+setup(
+    name="sine",
+    version="0.1.0",
+    description="SINE in-context segmentation (ID, instance and semantic) on detectron2",
+    long_description=(ROOT / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["sine", "sine.*", "inference_fss", "inference_fsod",
+                                    "inference_vos"]),
+    install_requires=read_requirements("requirements.txt"),
+    extras_require={
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4"],
+        "demo": ["gradio>=4"],
+    },
+    # detectron2 is installed by tools/install_detectron2.py (no compiled ops needed).
+)

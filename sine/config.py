@@ -1,0 +1,104 @@
+"""Config keys of sine. Every hyper-parameter of SINE lives here exactly once (spec §6).
+
+Defaults reproduce the released model: DINOv2 ViT-L/14, 200 instance queries, 896 input.
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_sine_config(cfg):
+    """Add the keys of sine to a detectron2 config (in place)."""
+    cfg.MODEL.META_ARCHITECTURE = "SINE"
+    cfg.MODEL.BACKBONE.NAME = "DINOv2Encoder"
+    # detectron2 convention (0-255 scale). Equivalent to the official ToTensor + ImageNet
+    # Normalize in [0, 1] space; the model normalises internally.
+    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
+    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
+
+    # ---------------------------------------------------------------- frozen DINOv2 encoder
+    cfg.MODEL.DINOV2 = CN()
+    # vit_small | vit_base | vit_large | vit_giant2; EMBED_DIM/DEPTH/NUM_HEADS > 0 override it
+    # (used for tiny test models).
+    cfg.MODEL.DINOV2.ARCH = "vit_large"
+    cfg.MODEL.DINOV2.EMBED_DIM = 0
+    cfg.MODEL.DINOV2.DEPTH = 0
+    cfg.MODEL.DINOV2.NUM_HEADS = 0
+    cfg.MODEL.DINOV2.MLP_RATIO = 4.0
+    cfg.MODEL.DINOV2.PATCH_SIZE = 14
+    # Pretraining resolution: the stored pos-embed grid is IMG_SIZE / PATCH_SIZE (= 37).
+    cfg.MODEL.DINOV2.IMG_SIZE = 518
+    cfg.MODEL.DINOV2.INIT_VALUES = 1e-5  # LayerScale init
+    cfg.MODEL.DINOV2.FFN_LAYER = "mlp"  # "swiglufused" for the official ViT-g weights
+    # Path of an official DINOv2 checkpoint (e.g. dinov2_vitl14_pretrain.pth); "" = random init.
+    cfg.MODEL.DINOV2.WEIGHTS = ""
+    # Offset of the official bicubic pos-embed interpolation (scale_factor=(g + 0.1) / 37).
+    cfg.MODEL.DINOV2.INTERPOLATE_OFFSET = 0.1
+
+    # ---------------------------------------------------------------- SINE neck/fusion/decoder
+    cfg.MODEL.SINE = CN()
+    cfg.MODEL.SINE.FEAT_CHANS = 256  # neck and decoder width
+    cfg.MODEL.SINE.NECK_USE_FC = False  # official --image_enc_use_fc: a 1x1 conv only
+    cfg.MODEL.SINE.NUM_QUERIES = 200  # learnable instance queries (released model)
+    cfg.MODEL.SINE.DEC_LAYERS = 6  # M-Former blocks
+    cfg.MODEL.SINE.NHEADS = 8
+    cfg.MODEL.SINE.DIM_FEEDFORWARD = 2048  # FFN hidden size (fusion and decoder)
+    cfg.MODEL.SINE.MASK_DIM = 256  # mask-embedding MLP output; must equal FEAT_CHANS
+    cfg.MODEL.SINE.FUSION_LAYERS = 1  # In-Context Fusion depth
+    cfg.MODEL.SINE.PRE_NORM = True  # decoder blocks (fusion is always post-norm)
+    cfg.MODEL.SINE.TEMP_INIT = 30.0  # learnable softmax temperature of the ID positional prior
+    cfg.MODEL.SINE.GAUSSIAN_SIGMA = 10.0  # grid cells, ID positional prior
+    # Official: the cross-attention mask comes from the initial prediction and is reused by every
+    # block. True refreshes it per block (Mask2Former behaviour); breaks official parity.
+    cfg.MODEL.SINE.REFRESH_CROSS_ATTN_MASK = False
+
+    # Loss / matching
+    cfg.MODEL.SINE.DEEP_SUPERVISION = True
+    cfg.MODEL.SINE.CLASS_WEIGHT = 2.0
+    cfg.MODEL.SINE.MASK_WEIGHT = 5.0
+    cfg.MODEL.SINE.DICE_WEIGHT = 5.0
+    cfg.MODEL.SINE.NO_OBJECT_WEIGHT = 0.1
+    cfg.MODEL.SINE.TRAIN_NUM_POINTS = 12544
+    cfg.MODEL.SINE.OVERSAMPLE_RATIO = 3.0
+    cfg.MODEL.SINE.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    # Every image (reference and target) is zero-padded (in normalised space) bottom/right to
+    # this square size, as the official pipelines do (896 train/FSS/FSOD, 1036 VOS). Images
+    # larger than it are padded to the next multiple of the patch size instead.
+    cfg.MODEL.SINE.PAD_SIZE = 896
+
+    cfg.MODEL.SINE.TEST = CN()
+    cfg.MODEL.SINE.TEST.SEMANTIC_ON = True
+    cfg.MODEL.SINE.TEST.INSTANCE_ON = True
+    cfg.MODEL.SINE.TEST.IDENTITY_ON = True
+    cfg.MODEL.SINE.TEST.TOPK_PER_IMAGE = 100
+    cfg.MODEL.SINE.TEST.INSTANCE_SCORE_THRESH = 0.0  # FSOD protocol (Base-SINE.yaml)
+    cfg.MODEL.SINE.TEST.ID_SCORE_THRESH = -1e9  # VOS protocol keeps every ID query
+    cfg.MODEL.SINE.TEST.SEM_SEG_THRESH = 0.7  # FSS binarisation of the semantic map
+
+    # ---------------------------------------------------------------- data
+    cfg.INPUT.IMAGE_SIZE = 896  # LSJ target size
+    cfg.INPUT.MIN_SCALE = 0.1
+    cfg.INPUT.MAX_SCALE = 2.0
+    cfg.INPUT.RANDOM_FLIP = "horizontal"
+    cfg.INPUT.FORMAT = "RGB"
+    cfg.INPUT.DATASET_MAPPER_NAME = "in_context_pair"
+    # P(reference and target are two augmented views of the same image) -> ID supervision.
+    cfg.INPUT.CROP_RATIO = 0.5
+    # Relative sampling weight of each entry of DATASETS.TRAIN (empty = uniform).
+    cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS = []
+
+    # ---------------------------------------------------------------- solver (spec §6.3)
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BASE_LR = 1e-4
+    cfg.SOLVER.WEIGHT_DECAY = 0.05
+    cfg.SOLVER.BETAS = (0.9, 0.999)
+    cfg.SOLVER.EPS = 1e-8
+    cfg.SOLVER.LR_SCHEDULER_NAME = "WarmupLinearDecayLR"
+    cfg.SOLVER.WARMUP_ITERS = 100
+    cfg.SOLVER.WARMUP_FACTOR = 0.0
+    cfg.SOLVER.WARMUP_METHOD = "linear"
+    cfg.SOLVER.MAX_ITER = 50000
+    cfg.SOLVER.IMS_PER_BATCH = 64
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
+    cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0

@@ -1,0 +1,1 @@
+"""Importing this package registers the backbone and the meta-architecture."""

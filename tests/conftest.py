@@ -1,0 +1,23 @@
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# Golden parity tolerances assume float32 on a fixed, small number of threads.
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def golden_dir():
+    """The golden directory: $SINE_GOLDEN_DIR, else ../shared/golden/sine_small."""
+    path = os.environ.get(
+        "SINE_GOLDEN_DIR", os.path.join(ROOT, "..", "shared", "golden", "sine_small")
+    )
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        pytest.fail(f"golden directory not found: {path} (set SINE_GOLDEN_DIR)")
+    return os.path.abspath(path)

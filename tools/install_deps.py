@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Install everything sine needs on a fresh machine that has only Python and pip.
+
+Steps (each skipped when already satisfied):
+1. ``torch`` + ``torchvision`` from the package registry. A CPU-only torch that torchvision
+   cannot load against (torchvision's registry wheels link the CUDA libtorch) is replaced by the
+   registry's CUDA build, which runs on CPU as well.
+2. ``pip install -e .`` (``.[dev]`` with ``--dev``): this package and its pure-Python needs.
+3. detectron2, through ``tools/install_detectron2.py`` (official source or the repackaged
+   registry wheel; nothing is compiled).
+
+Usage: ``python tools/install_deps.py [--dev]``
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_PINS = ["torch==2.13.0", "torchvision==0.28.0"]
+
+
+def run(*cmd):
+    print("+", " ".join(cmd), flush=True)
+    subprocess.check_call(cmd)
+
+
+def imports_ok(code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def ensure_torch():
+    if imports_ok("import torch, torchvision.ops; torchvision.ops.nms"):
+        print("torch and torchvision already work")
+        return
+    if imports_ok("import torch"):
+        # A torch that torchvision's compiled ops cannot link against (e.g. a local +cpu wheel).
+        run(sys.executable, "-m", "pip", "uninstall", "-y", "torch", "torchvision")
+    # --isolated: ignore local find-links that would pick a CPU-only torch again.
+    run(sys.executable, "-m", "pip", "install", "--isolated", *TORCH_PINS, "numpy<2")
+    if not imports_ok("import torch, torchvision.ops; torchvision.ops.nms"):
+        sys.exit("torch/torchvision installed but cannot be imported together")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dev", action="store_true", help="also install test/lint tools")
+    args = parser.parse_args()
+    ensure_torch()
+    target = ".[dev]" if args.dev else "."
+    run(sys.executable, "-m", "pip", "install", "-q", "-e", target)
+    run(sys.executable, os.path.join(ROOT, "tools", "install_detectron2.py"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Install detectron2 without compiling anything.
+
+Order of preference:
+1. detectron2 is already importable -> nothing to do.
+2. The official source (github.com/facebookresearch/detectron2) is reachable -> ``pip install`` it.
+3. Otherwise, the registry package ``sal-detectron2==0.7.2``: a repackaged detectron2 0.7 wheel
+   built for CPython 3.10. Its Python code runs on newer Pythons; only the compiled ops
+   (``detectron2/_C*.so``) are tied to 3.10, and this project does not use them. We download the
+   wheel, check its pinned sha256, drop the ``.so``, retag it ``py3-none-any`` and pip-install it.
+
+Usage: ``python tools/install_detectron2.py [--force] [--no-official]``
+"""
+import argparse
+import base64
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+OFFICIAL_SOURCE = "git+https://github.com/facebookresearch/detectron2.git"
+REGISTRY_PACKAGE = "sal-detectron2==0.7.2"
+REGISTRY_WHEEL = "sal_detectron2-0.7.2-cp310-none-any.whl"
+REGISTRY_SHA256 = "491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561"
+# Runtime needs of detectron2 that the repackaged wheel's metadata leaves out.
+EXTRA_RUNTIME_DEPS = ["fvcore>=0.1.5", "iopath>=0.1.7", "pycocotools>=2.0.2"]
+
+
+def _pip(*args):
+    cmd = [sys.executable, "-m", "pip", *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.check_call(cmd)
+
+
+def detectron2_importable():
+    code = "import detectron2, detectron2.config, detectron2.modeling; print(detectron2.__version__)"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def github_reachable(timeout=3.0):
+    try:
+        with socket.create_connection(("github.com", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _record_hash(data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def retag_pure_python(src, dst_dir):
+    """Rewrite ``src`` as a ``py3-none-any`` wheel without compiled extensions; return its path."""
+    name, version = os.path.basename(src).split("-")[:2]
+    dst = os.path.join(dst_dir, f"{name}-{version}-py3-none-any.whl")
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        record_name, records = None, []
+        for info in zin.infolist():
+            base = os.path.basename(info.filename)
+            if info.filename.startswith("detectron2/_C") and base.endswith(".so"):
+                continue
+            if info.filename.endswith(".dist-info/RECORD"):
+                record_name = info.filename
+                continue
+            data = zin.read(info.filename)
+            if info.filename.endswith(".dist-info/WHEEL"):
+                lines = data.decode().splitlines()
+                lines = [ln for ln in lines if not ln.startswith(("Tag:", "Root-Is-Purelib:"))]
+                lines += ["Root-Is-Purelib: true", "Tag: py3-none-any"]
+                data = ("\n".join(lines) + "\n").encode()
+            zout.writestr(info.filename, data)
+            records.append(f"{info.filename},{_record_hash(data)},{len(data)}")
+        records.append(f"{record_name},,")
+        zout.writestr(record_name, "\n".join(records) + "\n")
+    return dst
+
+
+def install_from_registry():
+    with tempfile.TemporaryDirectory() as tmp:
+        _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.10",
+             "-d", tmp, REGISTRY_PACKAGE)
+        src = os.path.join(tmp, REGISTRY_WHEEL)
+        with open(src, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+        if sha != REGISTRY_SHA256:
+            sys.exit(f"sha256 mismatch for {REGISTRY_WHEEL}: got {sha}, expected {REGISTRY_SHA256}")
+        wheel = retag_pure_python(src, tmp)
+        _pip("install", wheel, *EXTRA_RUNTIME_DEPS)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="reinstall even if importable")
+    parser.add_argument("--no-official", action="store_true", help="skip the GitHub source")
+    args = parser.parse_args()
+    if not args.force and detectron2_importable():
+        print("detectron2 already installed")
+        return
+    if not args.no_official and github_reachable():
+        try:
+            _pip("install", "--no-build-isolation", OFFICIAL_SOURCE, *EXTRA_RUNTIME_DEPS)
+        except subprocess.CalledProcessError:
+            print("official source failed to install; falling back to the registry wheel")
+            install_from_registry()
+    else:
+        print("github.com is not reachable: installing the registry wheel", REGISTRY_PACKAGE)
+        install_from_registry()
+    if not detectron2_importable():
+        sys.exit("detectron2 was installed but cannot be imported; see the messages above")
+    print("detectron2 ready")
+
+
+if __name__ == "__main__":
+    main()
