@@ -32,11 +32,16 @@ def add_sine_config(cfg):
     cfg.MODEL.DINOV2.WEIGHTS = ""
     # Offset of the official bicubic pos-embed interpolation (scale_factor=(g + 0.1) / 37).
     cfg.MODEL.DINOV2.INTERPOLATE_OFFSET = 0.1
+    # SINE keeps DINOv2 frozen (excluded from the optimizer, always in eval mode). False trains
+    # it: only for the CPU demo, whose small ViT starts from random weights.
+    cfg.MODEL.DINOV2.FROZEN = True
 
     # ---------------------------------------------------------------- SINE neck/fusion/decoder
     cfg.MODEL.SINE = CN()
     cfg.MODEL.SINE.FEAT_CHANS = 256  # neck and decoder width
     cfg.MODEL.SINE.NECK_USE_FC = False  # official --image_enc_use_fc: a 1x1 conv only
+    # Registered name in sine.modeling.transformer_decoder.TRANSFORMER_DECODER_REGISTRY.
+    cfg.MODEL.SINE.TRANSFORMER_DECODER_NAME = "MFormerDecoder"
     cfg.MODEL.SINE.NUM_QUERIES = 200  # learnable instance queries (released model)
     cfg.MODEL.SINE.DEC_LAYERS = 6  # M-Former blocks
     cfg.MODEL.SINE.NHEADS = 8
@@ -74,6 +79,16 @@ def add_sine_config(cfg):
     cfg.MODEL.SINE.TEST.ID_SCORE_THRESH = -1e9  # VOS protocol keeps every ID query
     cfg.MODEL.SINE.TEST.SEM_SEG_THRESH = 0.7  # FSS binarisation of the semantic map
 
+    # ---------------------------------------------------------------- VOS memory (spec §7.3)
+    cfg.MODEL.SINE.VOS = CN()
+    cfg.MODEL.SINE.VOS.MEMORY_LEN = 6  # frames per object, pinned ones included (D16: 2)
+    cfg.MODEL.SINE.VOS.FIX_FIRST_FRAME = True  # keep the object's ground-truth frame forever
+    cfg.MODEL.SINE.VOS.FIX_LAST_FRAME = False  # also pin the most recent frame
+    cfg.MODEL.SINE.VOS.DECAY_TYPE = "linear"  # linear | exp | cos | ellipse | constant
+    cfg.MODEL.SINE.VOS.DECAY_RATIO = 20.0  # frame distance where linear decay reaches 0
+    cfg.MODEL.SINE.VOS.PAD_SIZE = 1036  # longer side resized to this, then padded square
+    cfg.MODEL.SINE.VOS.SHORT_SIDE = 518  # frames read at this shorter side; masks predicted there
+
     # ---------------------------------------------------------------- data
     cfg.INPUT.IMAGE_SIZE = 896  # LSJ target size
     cfg.INPUT.MIN_SCALE = 0.1
@@ -83,8 +98,19 @@ def add_sine_config(cfg):
     cfg.INPUT.DATASET_MAPPER_NAME = "in_context_pair"
     # P(reference and target are two augmented views of the same image) -> ID supervision.
     cfg.INPUT.CROP_RATIO = 0.5
+    # On an unreadable training image: False raises (naming the file), True logs and redraws.
+    cfg.INPUT.SKIP_BAD_IMAGES = False
     # Relative sampling weight of each entry of DATASETS.TRAIN (empty = uniform).
     cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS = []
+
+    # ---------------------------------------------------------------- few-shot semantic eval
+    cfg.TEST.FSS = CN()
+    # Every query/support image is resized to IMAGE_SIZE x IMAGE_SIZE (official: 518, then
+    # padded to MODEL.SINE.PAD_SIZE); the metric is computed at that size.
+    cfg.TEST.FSS.IMAGE_SIZE = 518
+    cfg.TEST.FSS.SHOTS = 1
+    cfg.TEST.FSS.NUM_EPISODES = 1000
+    cfg.TEST.FSS.SEED = 0
 
     # ---------------------------------------------------------------- solver (spec §6.3)
     cfg.SOLVER.OPTIMIZER = "ADAMW"

@@ -1,0 +1,36 @@
+"""Test loaders and evaluators, dispatched on the dataset's ``evaluator_type``."""
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+
+from ..data.fss_episodes import FSSEpisodeMapper
+
+__all__ = ["build_sine_test_loader", "build_sine_evaluator"]
+
+
+def _evaluator_type(dataset_name):
+    evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+    if evaluator_type is None:
+        raise ValueError(
+            f"dataset '{dataset_name}' has no evaluator_type in its metadata; SINE evaluates "
+            "'fss' episode datasets (see sine/data/fss_episodes.py::register_fss_episodes)"
+        )
+    return evaluator_type
+
+
+def build_sine_test_loader(cfg, dataset_name):
+    evaluator_type = _evaluator_type(dataset_name)
+    if evaluator_type == "fss":
+        return build_detection_test_loader(
+            DatasetCatalog.get(dataset_name), mapper=FSSEpisodeMapper(cfg)
+        )
+    raise NotImplementedError(f"no SINE test loader for evaluator_type '{evaluator_type}'")
+
+
+def build_sine_evaluator(cfg, dataset_name, output_folder=None):
+    evaluator_type = _evaluator_type(dataset_name)
+    if evaluator_type == "fss":
+        from .fss_evaluation import FSSEvaluator
+
+        return FSSEvaluator(
+            dataset_name, threshold=cfg.MODEL.SINE.TEST.SEM_SEG_THRESH, output_dir=output_folder
+        )
+    raise NotImplementedError(f"no SINE evaluator for evaluator_type '{evaluator_type}'")

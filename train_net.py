@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""Train and evaluate SINE with detectron2.
+
+    python train_net.py --config-file configs/demo/sine_synthetic_tiny.yaml
+    python train_net.py --config-file ... --num-gpus 8               # one machine, DDP
+    python train_net.py --config-file ... --num-machines 2 --machine-rank 0 --dist-url tcp://...
+    python train_net.py --config-file ... --resume                   # continue the last checkpoint
+    python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+"""
+import logging
+import os
+import weakref
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+    default_argument_parser,
+    default_setup,
+    launch,
+)
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from sine import add_sine_config
+from sine.data.build import build_pair_train_loader
+from sine.evaluation.build import build_sine_evaluator, build_sine_test_loader
+from sine.solver import build_sine_lr_scheduler, build_sine_optimizer
+
+
+class Trainer(DefaultTrainer):
+    """DefaultTrainer with SINE's pair loader, optimizer groups, schedule and evaluators."""
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, except that DDP gets no device_ids on CPU (gloo), which
+        # detectron2's create_ddp_model always passes.
+        TrainerBase.__init__(self)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        on_cpu = cfg.MODEL.DEVICE == "cpu"
+        ddp_devices = None if on_cpu else [comm.get_localcomm.get_rank()]
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=ddp_devices)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_pair_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_sine_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return build_sine_evaluator(cfg, dataset_name, output_folder)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_sine_optimizer(cfg, model)
+
+    @classmethod
+    def build_lr_scheduler(cls, cfg, optimizer):
+        return build_sine_lr_scheduler(cfg, optimizer)
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE == "cuda" and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    # Mixed precision only where it pays off and is supported: CUDA.
+    cfg.SOLVER.AMP.ENABLED = cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cuda"
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sine")
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if comm.get_rank() == 0:
+            verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main() -> None:
+    args = default_argument_parser().parse_args()
+    logging.getLogger("sine").info(f"Command line arguments: {args}")
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()  # pragma: no cover
