@@ -2,8 +2,10 @@
 
 Importing the package registers its config, backbone, meta-architecture and datasets.
 """
-from . import data  # noqa: F401  (registers datasets)
-from . import modeling  # noqa: F401  (registers backbone and meta-architecture)
+from . import (
+    data,  # noqa: F401  (registers datasets)
+    modeling,  # noqa: F401  (registers backbone and meta-architecture)
+)
 from .config import add_sine_config
 
 __all__ = ["add_sine_config"]

@@ -54,6 +54,9 @@ def add_sine_config(cfg):
     # Official: the cross-attention mask comes from the initial prediction and is reused by every
     # block. True refreshes it per block (Mask2Former behaviour); breaks official parity.
     cfg.MODEL.SINE.REFRESH_CROSS_ATTN_MASK = False
+    # How reference masks become ID tokens / prototypes (spec §2.4): "instance" (training and
+    # FSS), "vos", "fsod"; see sine/modeling/transformer_decoder/reference_pooling.py.
+    cfg.MODEL.SINE.REFERENCE_POOLING = "instance"
 
     # Loss / matching
     cfg.MODEL.SINE.DEEP_SUPERVISION = True

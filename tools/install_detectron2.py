@@ -36,7 +36,7 @@ def _pip(*args):
 
 
 def detectron2_importable():
-    code = "import detectron2, detectron2.config, detectron2.modeling; print(detectron2.__version__)"
+    code = "import detectron2.config, detectron2.modeling"
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 

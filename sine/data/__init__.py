@@ -1,1 +1,2 @@
 """Importing this package registers the datasets."""
+from . import datasets  # noqa: F401

@@ -62,16 +62,18 @@ def sample_fss_episodes(records, class_ids, num_episodes, shots, seed):
 def register_fss_episodes(name, source, class_ids, num_episodes, shots, seed):
     """Register episodes drawn from registered instance dataset ``source`` as ``name``.
 
-    ``class_ids`` are contiguous ids of ``source`` or a callable returning them (evaluated lazily,
-    when the source's metadata is available).
+    ``class_ids`` are the contiguous ids of ``source`` that form the fold; the metric averages over
+    all of them (``fss_class_ids``), as the official protocol does.
     """
+    class_ids = [int(c) for c in class_ids]
 
     def load():
-        ids = class_ids() if callable(class_ids) else class_ids
-        return sample_fss_episodes(DatasetCatalog.get(source), ids, num_episodes, shots, seed)
+        return sample_fss_episodes(DatasetCatalog.get(source), class_ids, num_episodes, shots, seed)
 
     DatasetCatalog.register(name, load)
-    MetadataCatalog.get(name).set(evaluator_type="fss", source_dataset=source, shots=shots)
+    MetadataCatalog.get(name).set(
+        evaluator_type="fss", source_dataset=source, shots=shots, fss_class_ids=class_ids
+    )
 
 
 def class_mask(record, class_id):
