@@ -91,6 +91,11 @@ def add_sine_config(cfg):
     cfg.MODEL.SINE.VOS.DECAY_RATIO = 20.0  # frame distance where linear decay reaches 0
     cfg.MODEL.SINE.VOS.PAD_SIZE = 1036  # longer side resized to this, then padded square
     cfg.MODEL.SINE.VOS.SHORT_SIDE = 518  # frames read at this shorter side; masks predicted there
+    # Memory frames keep their cached neck features (each frame is encoded once). False
+    # re-encodes every memory frame from its stored image at every step (official, slower).
+    cfg.MODEL.SINE.VOS.CACHE_FEATURES = True
+    cfg.MODEL.SINE.VOS.AMP = True  # fp16 autocast on CUDA, as the official eval; never on CPU
+    cfg.MODEL.SINE.VOS.ENCODE_CHUNK = 4  # memory frames per encoder batch when re-encoding
 
     # ---------------------------------------------------------------- data
     cfg.INPUT.IMAGE_SIZE = 896  # LSJ target size
@@ -114,6 +119,13 @@ def add_sine_config(cfg):
     cfg.TEST.FSS.SHOTS = 1
     cfg.TEST.FSS.NUM_EPISODES = 1000
     cfg.TEST.FSS.SEED = 0
+
+    # ---------------------------------------------------------------- few-shot instance eval
+    cfg.TEST.FSOD = CN()
+    cfg.TEST.FSOD.BENCHMARK = "coco"  # coco (COCO-NOVEL) | voc (COCO2VOC) | synthetic
+    cfg.TEST.FSOD.SHOTS = 1  # K reference annotations per novel class (TFA seed files)
+    cfg.TEST.FSOD.SEEDS = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # TFA reference draws; mean reported
+    cfg.TEST.FSOD.REF_BATCH_SIZE = 4  # reference images per encoder batch (official preprocess)
 
     # ---------------------------------------------------------------- solver (spec §6.3)
     cfg.SOLVER.OPTIMIZER = "ADAMW"

@@ -75,10 +75,12 @@ def build_sine_lr_scheduler(cfg, optimizer):
 
         return build_lr_scheduler(cfg, optimizer)
     max_iter = cfg.SOLVER.MAX_ITER
+    # The decay phase must keep a non-zero length, also for runs shorter than the warm-up.
+    warmup_iters = min(cfg.SOLVER.WARMUP_ITERS, max_iter - 1)
     sched = WarmupParamScheduler(
         LinearParamScheduler(1.0, 0.0),
         cfg.SOLVER.WARMUP_FACTOR,
-        min(cfg.SOLVER.WARMUP_ITERS / max_iter, 1.0),
+        warmup_iters / max_iter,
         cfg.SOLVER.WARMUP_METHOD,
         rescale_interval=True,
     )

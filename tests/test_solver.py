@@ -62,3 +62,17 @@ def test_full_model_gradient_clipping():
     grads = [p.grad for g in opt.param_groups for p in g["params"]]
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
     assert abs(total.item() - 1.0) < 1e-4
+
+
+def test_runs_shorter_than_the_warmup_still_schedule():
+    cfg = _cfg(max_iter=30)
+    cfg.SOLVER.WARMUP_ITERS = 50
+    model = _Toy()
+    opt = build_sine_optimizer(cfg, model)
+    sched = build_sine_lr_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(31):  # one step past the end, as detectron2's hook does
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == sorted(lrs[:30]) + lrs[30:] and max(lrs) <= 1e-4

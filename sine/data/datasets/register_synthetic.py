@@ -139,6 +139,10 @@ def register_synthetic(root):
             _register_fewshot(name, os.path.join(dataset_dir, "fewshot"),
                               os.path.join(dataset_dir, "val"), shot, seed)
             names.append(name)
+    # Few-shot semantic episodes over the novel classes of synthetic_val (inference_fss).
+    from ..fss_episodes import register_synthetic_fss_episodes
+
+    names += register_synthetic_fss_episodes()
     return names
 
 

@@ -99,3 +99,114 @@ def joint_mask_pooling(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = (mask > 0).to(x.dtype)
         count = mask.sum(dim=(0, 2, 3)) + 1e-8
     return (torch.einsum("kchw,kqhw->qc", x, mask) / count[:, None])[None]
+
+
+@register_reference_pooling("vos")
+def pool_object_tokens(
+    ref_feats: torch.Tensor,
+    ref_masks: List[torch.Tensor],
+    ref_labels: List[torch.Tensor],
+    size: Tuple[int, int],
+    pooling: MaskPooling,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One token per object id, pooled over all memory frames of that object (VOS fork).
+
+    The labels are object ids. Every (frame, mask) pair of object ``o`` adds its pixels to the
+    token of ``o``: the token is the pixel-count-weighted mean of the features over all those
+    pairs together (the official code concatenates the object's memory frames along the width
+    and mask-pools once). A frame holding two masks of one object (its ground truth and its own
+    prediction) counts their pixels once per mask, as that concatenation does. The semantic
+    prototypes are the same tensors (spec §2.4).
+
+    Args:
+        ref_feats: (K, C, h, w) features of the memory frames.
+        ref_masks: K tensors (n_k, H, W) at the padded image size.
+        ref_labels: K int64 tensors (n_k,), the object id of every mask.
+        size: (mh, mw) pooling resolution.
+        pooling: unused (the joint pooling spans several frames); kept for the common signature.
+    Returns:
+        id_tokens (1, n, C), sem_tokens (1, n, C) (equal values), id_labels (n,) and
+        sem_labels (n,): the n sorted unique object ids.
+    """
+    if not ref_masks:
+        raise ValueError("VOS pooling needs at least one memory frame with a mask")
+    ids = torch.unique(torch.cat(ref_labels))
+    with torch.no_grad():
+        weights = []  # per frame (n, mh, mw): how many masks of each object cover each pixel
+        for m, lab in zip(ref_masks, ref_labels):
+            small = F.interpolate(m[None].float(), size=size, mode="bilinear", align_corners=False)
+            owner = (lab[:, None] == ids[None]).float()
+            weights.append(torch.einsum("iq,ihw->qhw", owner, (small[0] > 0).float()))
+        count = torch.stack([w.sum(dim=(-2, -1)) for w in weights]).sum(0) + 1e-8
+    tokens = None
+    for f, w in zip(ref_feats, weights):
+        feat = F.interpolate(f[None], size=size, mode="bilinear", align_corners=False)[0]
+        part = torch.einsum("chw,qhw->qc", feat, (w / count[:, None, None]).to(feat.dtype))
+        tokens = part if tokens is None else tokens + part
+    return tokens[None], tokens[None], ids, ids
+
+
+def fsod_prototype_sums(
+    ref_feats: torch.Tensor,
+    ref_masks: List[torch.Tensor],
+    ref_labels: List[torch.Tensor],
+    size: Tuple[int, int],
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-class feature sums and pixel counts over every reference instance (FSOD fork).
+
+    Kept separate from the division so that references encoded in several batches can be
+    accumulated (``inference_fsod/prototype_cache.py``). Every instance adds its own pixels:
+    where two instances of a class overlap, the pixel counts twice (not a union, spec §2.4).
+
+    Args:
+        ref_feats: (K, C, h, w) reference features.
+        ref_masks: K tensors (n_k, H, W) at the padded image size.
+        ref_labels: K int64 tensors (n_k,), class id of every mask.
+        size: (mh, mw) pooling resolution.
+    Returns:
+        labels (nc,) sorted unique class ids, sums (nc, C) of masked features, counts (nc,) of
+        mask pixels (bilinearly resized masks, > 0).
+    """
+    if not ref_masks:
+        raise ValueError("FSOD pooling needs at least one reference with a mask")
+    labels = torch.unique(torch.cat(ref_labels))
+    sums = ref_feats.new_zeros((len(labels), ref_feats.shape[1]))
+    counts = ref_feats.new_zeros((len(labels),))
+    for f, m, lab in zip(ref_feats, ref_masks, ref_labels):
+        with torch.no_grad():
+            small = F.interpolate(m[None].float(), size=size, mode="bilinear", align_corners=False)
+            owner = (lab[:, None] == labels[None]).to(ref_feats.dtype)
+            # (nc, mh, mw): how many instances of each class cover each pixel.
+            weight = torch.einsum("iq,ihw->qhw", owner, (small[0] > 0).to(ref_feats.dtype))
+            counts = counts + weight.sum(dim=(-2, -1))
+        feat = F.interpolate(f[None], size=size, mode="bilinear", align_corners=False)[0]
+        sums = sums + torch.einsum("chw,qhw->qc", feat, weight)
+    return labels, sums, counts
+
+
+@register_reference_pooling("fsod")
+def pool_class_prototypes(
+    ref_feats: torch.Tensor,
+    ref_masks: List[torch.Tensor],
+    ref_labels: List[torch.Tensor],
+    size: Tuple[int, int],
+    pooling: MaskPooling,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """No ID tokens, one prototype per class (FSOD fork, official ``use_id_query: False``).
+
+    prototype(c) = sum over the instances i of class c of sum_hw feat * mask_i
+    / (sum_i area(mask_i) + 1e-8), over all references jointly (spec §2.4).
+
+    Args:
+        ref_feats: (K, C, h, w) reference features.
+        ref_masks: K tensors (n_k, H, W) at the padded image size.
+        ref_labels: K int64 tensors (n_k,), class id of every mask.
+        size: (mh, mw) pooling resolution.
+        pooling: unused (the pooling spans all references); kept for the common signature.
+    Returns:
+        id_tokens (1, 0, C), sem_tokens (1, nc, C), id_labels (0,), sem_labels (nc,) sorted.
+    """
+    labels, sums, counts = fsod_prototype_sums(ref_feats, ref_masks, ref_labels, size)
+    sem_tokens = (sums / (counts[:, None] + 1e-8))[None]
+    id_tokens = ref_feats.new_zeros((1, 0, ref_feats.shape[1]))
+    return id_tokens, sem_tokens, labels.new_zeros((0,)), labels

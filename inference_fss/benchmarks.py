@@ -1,0 +1,294 @@
+"""Readers of the few-shot semantic segmentation benchmarks (spec §7.1, datasets/README.md).
+
+Each reader turns a benchmark's files into episodes in the format of
+``sine/data/fss_episodes.py`` and is registered with detectron2 as
+
+* ``fss_coco20i_fold{f}_{K}shot``   (f = 0..3; classes ``f + 4v``; HSNet pickles + PNG masks)
+* ``fss_pascal5i_fold{f}_{K}shot``  (f = 0..3; classes ``5f .. 5f+4``; HSNet lists, SBD masks)
+* ``fss_lvis92i_fold{f}_{K}shot``   (f = 0..9; ``val_cat_ids[f + 10v]``; LVIS-92i pickles)
+* ``fss_fss1000_{K}shot``           (the 240 test classes, ids 760..999)
+
+for K in {1, 5}, with metadata ``evaluator_type="fss"``, ``fss_class_ids``, ``ignore_label``.
+
+Episodes follow the official sampling rules, but are drawn up front from
+``np.random.default_rng(seed)``: they are fully determined by the seed and do not depend on
+workers or processes. The exact official episode sequences are NOT reproduced: those depend on
+the order of the official ``np.random.choice`` calls under a global seed.
+Registration touches no file; a missing file raises ``FileNotFoundError`` naming the path and
+the datasets/README.md section when the dataset is loaded.
+"""
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from sine.data.datasets.common import datasets_root, require_path
+from sine.data.fss_episodes import (
+    class_uniform_picker,
+    draw_episodes,
+    register_episode_dataset,
+    set_fss_class_ids,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BENCHMARKS",
+    "dataset_name",
+    "register_fss_benchmark",
+    "register_all_fss_benchmarks",
+    "coco20i_class_ids",
+    "pascal5i_class_ids",
+]
+
+FSS1000_TEST_CLASS_OFFSET = 760  # official: test classes are 760..999 of the 1000
+
+
+# ----------------------------------------------------------------------------- COCO-20i
+def coco20i_class_ids(fold):
+    """The 20 test classes of COCO-20i fold ``fold``: ``fold + 4v`` (interleaved), 0-based."""
+    return [fold + 4 * v for v in range(20)]
+
+
+def _coco_record(base, image_name):
+    stem = os.path.splitext(image_name)[0]
+    return {
+        "file_name": os.path.join(base, image_name),
+        "sem_seg_file_name": os.path.join(base, "annotations", stem + ".png"),
+        "sem_seg_encoding": "class+1",
+        "image_id": image_name,
+    }
+
+
+def load_coco20i(root, fold, shots, num_episodes, seed, name):
+    """Per episode: class uniform over the fold, query uniform among its images (HSNet
+    ``splits/val/fold{f}.pkl``: class -> image names), K supports != query."""
+    base = os.path.join(root, "COCO2014")
+    split = require_path(os.path.join(base, "splits", "val", f"fold{fold}.pkl"), name, "coco-20i")
+    with open(split, "rb") as f:
+        classwise = pickle.load(f)
+    images_of = {c: list(classwise.get(c, [])) for c in coco20i_class_ids(fold)}
+    few = [c for c, names in images_of.items() if len(names) < 2]
+    if few:
+        logger.warning("%s: classes %s have fewer than 2 images and are never sampled", name, few)
+    return draw_episodes(num_episodes, class_uniform_picker(images_of), images_of, shots, seed,
+                         record_of=lambda n, c: _coco_record(base, n))
+
+
+# ----------------------------------------------------------------------------- PASCAL-5i
+def pascal5i_class_ids(fold):
+    """The 5 test classes of PASCAL-5i fold ``fold``: ``5 fold .. 5 fold + 4``, 0-based."""
+    return [5 * fold + i for i in range(5)]
+
+
+def _read_pascal_list(path):
+    """HSNet list: one ``<image>__<class + 1>`` per line -> [(image, class), ...]."""
+    pairs = []
+    with open(path) as f:
+        for line in f.read().split("\n"):
+            if line.strip():
+                image, cls = line.strip().rsplit("__", 1)
+                pairs.append((image, int(cls) - 1))
+    return pairs
+
+
+def _pascal_record(base, image):
+    return {
+        "file_name": os.path.join(base, "JPEGImages", image + ".jpg"),
+        "sem_seg_file_name": os.path.join(base, "SegmentationClassAug", image + ".png"),
+        "sem_seg_encoding": "class+1",
+        "sem_seg_ignore_value": 255,  # SBD object boundaries
+        "image_id": image,
+    }
+
+
+def load_pascal5i(root, fold, shots, num_episodes, seed, name):
+    """Episode e: query = line ``e mod len`` of HSNet ``splits/val/fold{f}.txt`` (in order), K
+    supports uniform among the other listed images of its class."""
+    base = os.path.join(root, "VOC2012")
+    path = require_path(os.path.join(base, "splits", "val", f"fold{fold}.txt"), name, "pascal-5i")
+    pairs = _read_pascal_list(path)
+    if not pairs:
+        raise ValueError(f"dataset '{name}': {path} lists no image")
+    images_of = {}
+    for image, cls in pairs:
+        images_of.setdefault(cls, []).append(image)
+
+    def pick(e, rng):
+        image, cls = pairs[e % len(pairs)]
+        return cls, image
+
+    return draw_episodes(num_episodes, pick, images_of, shots, seed,
+                         record_of=lambda n, c: _pascal_record(base, n))
+
+
+# ----------------------------------------------------------------------------- LVIS-92i
+def lvis92i_class_ids(annotations, fold, shots, nfolds=10):
+    """``val_cat_ids[fold + 10 v]`` over the classes with more than ``shots`` images (in the
+    pickle's order); so the 1- and 5-shot folds can differ (spec §9.21)."""
+    val_cat_ids = [c for c in annotations if len(annotations[c]) > shots]
+    return [val_cat_ids[fold + nfolds * v] for v in range(len(val_cat_ids) // nfolds)]
+
+
+def load_lvis92i(root, fold, shots, num_episodes, seed, name):
+    """Episode e: class = fold class ``e mod n`` (round robin), query and K supports uniform
+    among its images; the mask is the union of the class's instances.
+
+    ``LVIS/lvis_val.pkl``: ``{category_id: {image name (relative to LVIS/coco/):
+    {"annotations": [{"segmentation": polygons | RLE}, ...]}}}`` (Matcher's release).
+    """
+    base = os.path.join(root, "LVIS")
+    path = require_path(os.path.join(base, "lvis_val.pkl"), name, "lvis-92i")
+    with open(path, "rb") as f:
+        annotations = pickle.load(f)
+    classes = lvis92i_class_ids(annotations, fold, shots)
+    if not classes:
+        raise ValueError(
+            f"dataset '{name}': {path} has fewer than 10 classes with more than {shots} images"
+        )
+    set_fss_class_ids(name, classes)
+    images_of = {c: list(annotations[c]) for c in classes}
+
+    def pick(e, rng):
+        c = classes[e % len(classes)]
+        return c, images_of[c][rng.integers(len(images_of[c]))]
+
+    def record_of(image, c):
+        segms = [a["segmentation"] for a in annotations[c][image]["annotations"]]
+        return {"file_name": os.path.join(base, "coco", image), "segmentations": segms,
+                "image_id": image}
+
+    return draw_episodes(num_episodes, pick, images_of, shots, seed, record_of=record_of)
+
+
+# ----------------------------------------------------------------------------- FSS-1000
+def _fss1000_images(base, name):
+    """Sorted test classes and, in the official order, their ``.jpg`` images."""
+    path = require_path(os.path.join(base, "splits", "test.txt"), name, "fss-1000")
+    with open(path) as f:
+        categories = sorted(c.strip() for c in f.read().split("\n") if c.strip())
+    images = []
+    for cat in categories:
+        folder = require_path(os.path.join(base, "data", cat), name, "fss-1000", kind="dir")
+        # Official order: sorted full paths, so 1, 10, 2, ... 9.
+        files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+        images += [(p, cat) for p in files if p.endswith(".jpg")]
+    return categories, images
+
+
+def _fss1000_record(image):
+    return {"file_name": image, "sem_seg_file_name": os.path.splitext(image)[0] + ".png",
+            "sem_seg_encoding": "binary", "image_id": image}
+
+
+def load_fss1000(root, fold, shots, num_episodes, seed, name):
+    """Episode e: query = test image ``e mod #images``; K supports uniform among images 1..10 of
+    its class other than the query. ``num_episodes=None``: one episode per test image."""
+    base = os.path.join(root, "FSS-1000")
+    categories, images = _fss1000_images(base, name)
+    if not images:
+        raise ValueError(f"dataset '{name}': no .jpg image under {base}/data/<test classes>")
+    class_of = {cat: FSS1000_TEST_CLASS_OFFSET + i for i, cat in enumerate(categories)}
+    set_fss_class_ids(name, class_of.values())
+    candidates_of = {
+        class_of[cat]: [os.path.join(base, "data", cat, f"{k}.jpg") for k in range(1, 11)]
+        for cat in categories
+    }
+
+    def pick(e, rng):
+        image, cat = images[e % len(images)]
+        return class_of[cat], image
+
+    n = len(images) if num_episodes is None else num_episodes
+    return draw_episodes(n, pick, candidates_of, shots, seed,
+                         record_of=lambda p, c: _fss1000_record(p))
+
+
+# ----------------------------------------------------------------------------- registration
+@dataclass(frozen=True)
+class Benchmark:
+    """One FSS benchmark: its reader, folds, official episode count and README section."""
+
+    key: str  # CLI name
+    prefix: str  # registered names: fss_<prefix>_fold{f}_{K}shot
+    num_folds: int
+    num_episodes: Optional[int]  # None = one per test image
+    section: str  # datasets/README.md anchor
+    load: Callable
+    class_ids: Optional[Callable] = None  # fold -> classes, when known without reading data
+
+
+BENCHMARKS = {
+    "coco": Benchmark("coco", "coco20i", 4, 1000, "coco-20i", load_coco20i, coco20i_class_ids),
+    "pascal": Benchmark("pascal", "pascal5i", 4, 1000, "pascal-5i", load_pascal5i,
+                        pascal5i_class_ids),
+    "lvis": Benchmark("lvis", "lvis92i", 10, 2300, "lvis-92i", load_lvis92i),
+    "fss1000": Benchmark("fss1000", "fss1000", 1, None, "fss-1000", load_fss1000),
+}
+
+
+def _benchmark(key):
+    if key not in BENCHMARKS:
+        raise KeyError(f"unknown FSS benchmark '{key}'; choose one of {sorted(BENCHMARKS)}")
+    return BENCHMARKS[key]
+
+
+def dataset_name(benchmark, fold, shots):
+    """Registered name of a fold, e.g. ``fss_coco20i_fold0_1shot`` / ``fss_fss1000_5shot``."""
+    b = _benchmark(benchmark)
+    if b.num_folds == 1:
+        return f"fss_{b.prefix}_{shots}shot"
+    return f"fss_{b.prefix}_fold{fold}_{shots}shot"
+
+
+def _check_files(episodes, name, section):
+    """Every image and mask file of the episodes exists (a clear error before evaluating)."""
+    seen = set()
+    for episode in episodes:
+        for record in [episode["query"], *episode["supports"]]:
+            for key in ("file_name", "sem_seg_file_name"):
+                path = record.get(key)
+                if path and path not in seen:
+                    require_path(path, name, section)
+                    seen.add(path)
+    return episodes
+
+
+def register_fss_benchmark(benchmark, fold, shots, root=None, num_episodes=None, seed=0,
+                           name=None):
+    """(Re-)register one fold of ``benchmark`` ("coco", "pascal", "lvis", "fss1000").
+
+    Args:
+        root: datasets root (default ``$DETECTRON2_DATASETS``, read now).
+        num_episodes: default: the official count (1000 / 1000 / 2300 / one per test image).
+        seed: seed of the episode draw.
+        name: registered name (default :func:`dataset_name`).
+    Returns:
+        the registered name; an earlier registration of it is replaced.
+    """
+    b = _benchmark(benchmark)
+    if not 0 <= fold < b.num_folds:
+        raise ValueError(f"{benchmark} has folds 0..{b.num_folds - 1}, got {fold}")
+    root = datasets_root() if root is None else root
+    name = name or dataset_name(benchmark, fold, shots)
+    num_episodes = b.num_episodes if num_episodes is None else num_episodes
+
+    def load():
+        episodes = b.load(root, fold, shots, num_episodes, seed, name)
+        return _check_files(episodes, name, b.section)
+
+    register_episode_dataset(
+        name, load, b.class_ids(fold) if b.class_ids else None, shots, replace=True,
+        benchmark=benchmark, fold=fold, seed=int(seed), num_episodes=num_episodes,
+    )
+    return name
+
+
+def register_all_fss_benchmarks(root=None, shots=(1, 5)):
+    """Register every fold of every benchmark for each K in ``shots``; returns the names."""
+    names = []
+    for key, b in BENCHMARKS.items():
+        for k in shots:
+            names += [register_fss_benchmark(key, f, k, root) for f in range(b.num_folds)]
+    return names

@@ -1,0 +1,169 @@
+#!/usr/bin/env python
+"""Semi-supervised video object segmentation with SINE (spec §7.3): DAVIS 2016/2017, YouTube-VOS.
+
+    python inference_vos/run_vos.py --config-file configs/vos/davis17.yaml --dataset davis17 \\
+        --root datasets/DAVIS/2017/trainval --output output/vos/davis17 \\
+        MODEL.WEIGHTS models/pytorch_model.bin
+
+Writes palette PNGs in the official layout (DAVIS ``<output>/<video>/<frame>.png``;
+YouTube-VOS ``<output>/Annotations/<video>/<frame>.png`` and ``<output>/submission.zip``).
+Each video is written atomically and marked done; a rerun skips finished videos. When the
+ground truth covers every frame (DAVIS val), J&F is computed with
+``sine/evaluation/davis_metrics.py``: table printed, ``<output>/jf_results.json`` (percent) and
+the toolkit's CSV files (fractions) written.
+"""
+import argparse
+import logging
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from inference_vos.results import VOSResultWriter  # noqa: E402
+from inference_vos.video_reader import DAVISReader, YouTubeVOSReader  # noqa: E402
+from sine import add_sine_config  # noqa: E402
+from sine.data.datasets.common import datasets_root  # noqa: E402
+from sine.engine.predictor import SinePredictor  # noqa: E402
+from sine.engine.video_predictor import VideoPredictor  # noqa: E402
+from sine.evaluation.davis_metrics import DAVISEvaluation  # noqa: E402
+from sine.utils.io import atomic_write_json  # noqa: E402
+
+logger = logging.getLogger("inference_vos.run_vos")
+
+# name -> default root under $DETECTRON2_DATASETS, split, DAVIS year (None = YouTube-VOS)
+DATASETS = {
+    "davis17": ("DAVIS/2017/trainval", "val", "2017"),
+    "davis16": ("DAVIS/2017/trainval", "val", "2016"),
+    "ytvos18": ("YouTube", "valid", None),
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="SINE semi-supervised video object segmentation")
+    parser.add_argument("--config-file", required=True, help="e.g. configs/vos/davis17.yaml")
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--root", default=None,
+                        help="dataset folder (default: $DETECTRON2_DATASETS/<DAVIS/2017/trainval "
+                             "| YouTube>), see datasets/README.md#davis")
+    parser.add_argument("--split", default=None, help="DAVIS: val (default); YouTube: valid")
+    parser.add_argument("--output", required=True, help="results folder")
+    parser.add_argument("--videos", nargs="+", default=None, help="only these videos")
+    parser.add_argument("--all-frames", action="store_true",
+                        help="YouTube-VOS: process every frame (results still for annotated ones)")
+    parser.add_argument("--no-eval", action="store_true", help="skip the J&F evaluation")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def setup_cfg(args):
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    return cfg
+
+
+def build_reader(args):
+    default_root, default_split, year = DATASETS[args.dataset]
+    root = args.root or os.path.join(datasets_root(), default_root)
+    split = args.split or default_split
+    if year is None:
+        return YouTubeVOSReader(root, split, all_frames=args.all_frames, videos=args.videos)
+    return DAVISReader(root, year=year, split=split, videos=args.videos)
+
+
+def segment_video(vp: VideoPredictor, video, out) -> int:
+    """Run one video frame by frame, writing its result frames; returns the frame count."""
+    vp.reset()
+    tracked = set()
+    frames = zip(video.frame_names, video.frame_paths, video.frame_ids)
+    for name, path, frame_id in tqdm(frames, total=len(video.frame_names), desc=video.name,
+                                     leave=False):
+        new = video.objects_at(name, tracked)
+        result = vp.step(path, new or None, frame_id)
+        tracked.update(new)
+        if video.wants_output(name):
+            out.write(name, result.labels)
+    return len(video.frame_names)
+
+
+def run_videos(vp, reader, writer):
+    """Segment every unfinished video; returns (done now, skipped, frames, seconds)."""
+    done, skipped, frames, seconds = [], [], 0, 0.0
+    for video in tqdm(reader.videos, desc="videos"):
+        if writer.is_done(video.name):
+            skipped.append(video.name)
+            continue
+        start = time.perf_counter()
+        with writer.video(video.name, video.palette) as out:
+            n = segment_video(vp, video, out)
+            out.info.update(frames=n, seconds=time.perf_counter() - start)
+        done.append(video.name)
+        frames += n
+        seconds += out.info["seconds"]
+    if skipped:
+        logger.info("skipped %d finished video(s): %s", len(skipped), ", ".join(skipped))
+    return done, skipped, frames, seconds
+
+
+def evaluate_davis(reader: DAVISReader, results_dir: str, output_dir: str):
+    """J&F of the DAVIS results (percent); None without full ground truth."""
+    if not reader.has_full_ground_truth():
+        logger.info("the ground truth does not cover every frame (test-dev?): no J&F")
+        return None
+    evaluation = DAVISEvaluation(reader.root, gt_set=reader.split, year=reader.year,
+                                 sequences=[v.name for v in reader.videos])
+    tables = evaluation.evaluate(results_dir, output_dir=output_dir)
+    return {
+        "global": {k: 100.0 * v for k, v in tables["global"].items()},
+        "per_object": {name: {k: 100.0 * v for k, v in row.items()}
+                       for name, row in tables["per_object"].items()},
+    }
+
+
+def format_table(title, global_scores):
+    keys = list(global_scores)
+    lines = [title, "".join(f"{k:>10}" for k in keys),
+             "".join(f"{global_scores[k]:>10.1f}" for k in keys)]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Run the CLI; returns the summary (also ``<output>/jf_results.json`` when evaluated)."""
+    args = parse_args(argv)
+    os.makedirs(args.output, exist_ok=True)
+    for name in ("sine", "inference_vos"):
+        setup_logger(output=args.output, name=name)
+    cfg = setup_cfg(args)
+    reader = build_reader(args)
+    youtube = isinstance(reader, YouTubeVOSReader)
+    writer = VOSResultWriter(args.output, youtube=youtube)
+    vp = VideoPredictor(SinePredictor(cfg))
+    done, skipped, frames, seconds = run_videos(vp, reader, writer)
+    summary = {
+        "dataset": args.dataset, "split": reader.split, "config_file": args.config_file,
+        "weights": cfg.MODEL.WEIGHTS, "videos": len(reader.videos), "processed": done,
+        "skipped": skipped, "fps": frames / seconds if seconds else None,
+    }
+    if youtube:
+        summary["submission"] = writer.submission_zip()
+        logger.info("YouTube-VOS submission: %s", summary["submission"])
+    elif not args.no_eval:
+        scores = evaluate_davis(reader, writer.results_dir, args.output)
+        if scores is not None:
+            summary.update(scores)
+            atomic_write_json(os.path.join(args.output, "jf_results.json"), summary)
+            print(format_table(f"{args.dataset} {reader.split} (percent)", scores["global"]))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,408 @@
+"""VideoPredictor: semi-supervised video object segmentation with SINE (spec §7.3).
+
+    vp = VideoPredictor.from_config_file("configs/vos/davis17.yaml", weights="sine.pth")
+    masks, labels = vp.start(first_frame, {1: mask_a, 2: mask_b})   # objects of frame 0
+    for frame in later_frames:
+        masks, labels = vp.step(frame)        # {object id: (H, W) bool}, (H, W) label map
+    masks, labels = vp.add_objects(frame, {3: mask_c})   # an object appearing later
+
+Every object has a bounded memory (``MemoryBank``, ``MODEL.SINE.VOS.*``) of reference frames:
+its ground-truth frame (pinned) and its best recent predictions. A frame is segmented by decoding
+it against all memory frames with the "vos" reference pooling (one ID token per object, pooled
+over all its memory frames) and reading the ID output (spec §5.3).
+
+Memory entries hold the frame's cached neck features and the object's mask at model
+resolution, never the image, so each frame goes through the ViT exactly once however many
+objects and memory frames there are. ``MODEL.SINE.VOS.CACHE_FEATURES False`` stores the resized
+image instead and re-encodes every memory frame at every step, as the official code does.
+"""
+import contextlib
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..modeling.postprocessing import identity_inference, resize_mask_logits
+from ..modeling.transformer_decoder.reference_pooling import get_reference_pooling
+from .memory_bank import MemoryBank, merge_object_masks
+from .predictor import SinePredictor, read_rgb, to_mask_array
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FrameResult", "VideoPredictor", "frame_id_from_name", "long_side_size", "open_video",
+           "short_side_size"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VOID_LABEL = 255  # DAVIS "void" label of annotation PNGs: never an object
+
+
+class FrameResult(NamedTuple):
+    """Segmentation of one frame at the frame's own size.
+
+    masks: object id -> (H, W) bool mask (every tracked object, possibly empty).
+    labels: (H, W) label map (0 = background); on overlaps the highest object id wins.
+    """
+
+    masks: Dict[int, np.ndarray]
+    labels: np.ndarray
+
+
+@dataclass(eq=False)  # hashed by identity: one record per processed frame
+class _FrameRecord:
+    """A processed frame as memory entries refer to it: features (cache) or image (re-encode)."""
+
+    frame_id: int
+    feats: Optional[torch.Tensor]  # (1, C, h, w) neck features
+    image: Optional[torch.Tensor]  # (3, h', w') resized float image, 0-255
+
+
+@dataclass
+class _PreparedFrame:
+    image: torch.Tensor  # (3, h', w') float 0-255, longer side = pad size: the model input
+    work_size: Tuple[int, int]  # masks are predicted at this size (official: 518 short side)
+    original_size: Tuple[int, int]
+
+    @property
+    def content_size(self) -> Tuple[int, int]:
+        return tuple(self.image.shape[-2:])
+
+
+def short_side_size(h: int, w: int, short: int) -> Tuple[int, int]:
+    """Size with the shorter side = ``short`` (torchvision ``Resize(int)``); 0 keeps (h, w)."""
+    if short <= 0 or min(h, w) == short:
+        return h, w
+    if h <= w:
+        return short, max(1, int(short * w / h))
+    return max(1, int(short * h / w)), short
+
+
+def long_side_size(h: int, w: int, long: int) -> Tuple[int, int]:
+    """Size with the longer side = ``long``, the shorter truncated (official VOS resize)."""
+    if h >= w:
+        return long, max(1, int(long * w / h))
+    return max(1, int(long * h / w)), long
+
+
+def _resize_image(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(3, H, W) float -> (3, h, w), bilinear without antialiasing (official, tensor input)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _resize_mask(mask: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """(H, W) bool -> (h, w) bool, nearest (official mask resize)."""
+    if tuple(mask.shape) == tuple(size):
+        return mask
+    return F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0] > 0.5
+
+
+def frame_id_from_name(name: str, index: int) -> int:
+    """Frame number parsed from a file name ("00035" -> 35), else its position ``index``."""
+    stem = os.path.splitext(os.path.basename(str(name)))[0]
+    return int(stem) if stem.isdigit() else index
+
+
+def _frames_of_folder(folder: str) -> Iterator[Tuple[str, np.ndarray]]:
+    names = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    for f in names:
+        yield os.path.splitext(f)[0], read_rgb(os.path.join(folder, f))
+
+
+def _frames_of_video_file(path: str) -> Iterator[Tuple[str, np.ndarray]]:
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        raise ValueError(f"OpenCV cannot open the video {path!r}; is it a video file?")
+    try:
+        for index in itertools.count():
+            ok, bgr = capture.read()
+            if not ok:
+                return
+            yield f"{index:05d}", np.ascontiguousarray(bgr[..., ::-1])
+    finally:
+        capture.release()
+
+
+def _frames_of_iterable(frames: Iterable) -> Iterator[Tuple[str, np.ndarray]]:
+    for index, frame in enumerate(frames):
+        name = os.path.splitext(os.path.basename(frame))[0] if isinstance(frame, str) else None
+        yield name or f"{index:05d}", read_rgb(frame)
+
+
+def open_video(source) -> Iterator[Tuple[str, np.ndarray]]:
+    """Frames of a video, read one at a time, as ``(name, (H, W, 3) uint8 RGB)``.
+
+    Args:
+        source: a video file OpenCV reads (mp4, avi, ...), a folder of image files (taken in
+            file-name order; names are the file stems), or an iterable of RGB arrays / image
+            paths.
+    Raises:
+        ValueError: the source does not exist or has no frame (checked before returning).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        source = os.fspath(source)
+        if os.path.isdir(source):
+            frames = _frames_of_folder(source)
+        elif os.path.isfile(source):
+            frames = _frames_of_video_file(source)
+        else:
+            raise ValueError(f"video source {source!r} is neither a folder nor a video file")
+    else:
+        frames = _frames_of_iterable(source)
+    try:
+        first = next(frames)
+    except StopIteration:
+        raise ValueError(
+            f"the video {source!r} has no frames: give a video file OpenCV can decode or a "
+            f"folder holding {'/'.join(IMAGE_EXTENSIONS)} images"
+        ) from None
+    return itertools.chain([first], frames)
+
+
+def _object_masks(masks, image_shape, where: str) -> Dict[int, np.ndarray]:
+    """``{id: (H, W) mask}`` or an (H, W) integer label map -> ``{id: (H, W) bool}``."""
+    if isinstance(masks, np.ndarray) and masks.ndim == 2:
+        if masks.dtype == bool or not np.issubdtype(masks.dtype, np.integer):
+            raise ValueError(
+                f"{where}: a single array must be an integer label map (0 = background, "
+                "k = object k); for one binary mask pass {1: mask}"
+            )
+        ids = [int(v) for v in np.unique(masks) if v not in (0, VOID_LABEL)]
+        masks = {i: masks == i for i in ids}
+    if not isinstance(masks, dict):
+        raise ValueError(f"{where}: give masks as {{object id: (H, W) mask}} or a label map")
+    out = {}
+    for obj_id, mask in masks.items():
+        if isinstance(obj_id, (bool, np.bool_)) or not isinstance(obj_id, (int, np.integer)) \
+                or obj_id < 1:
+            raise ValueError(f"{where}: object ids must be integers >= 1, got {obj_id!r}")
+        if isinstance(mask, torch.Tensor):
+            mask = mask.cpu().numpy()
+        mask = to_mask_array([mask], image_shape, f"{where} (object {obj_id})")[0]
+        if not mask.any():
+            raise ValueError(f"{where}: the mask of object {obj_id} is empty")
+        out[int(obj_id)] = mask
+    return out
+
+
+class VideoPredictor:
+    """Tracks objects through a video, one frame at a time, with a per-object memory bank."""
+
+    def __init__(self, predictor: SinePredictor, pooling: str = "vos"):
+        """
+        Args:
+            predictor: holds the model and its config (``MODEL.SINE.VOS.*``, ``PAD_SIZE``).
+            pooling: reference pooling variant (spec §2.4); "vos" is the official VOS fork.
+        """
+        vos = predictor.cfg.MODEL.SINE.VOS
+        self.predictor = predictor
+        self.model = predictor.model
+        self.pooling = pooling
+        self.short_side = vos.SHORT_SIDE
+        self.cache_features = vos.CACHE_FEATURES
+        self.use_amp = vos.AMP
+        self.encode_chunk = max(1, vos.ENCODE_CHUNK)
+        self._bank_args = MemoryBank.from_config(predictor.cfg)
+        self.reset()
+
+    @classmethod
+    def from_config_file(cls, config_file, weights=None, opts=(), device=None):
+        return cls(SinePredictor.from_config_file(config_file, weights, opts, device))
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def reset(self) -> None:
+        """Forget every object and memory frame (a new video)."""
+        self.bank = MemoryBank(**self._bank_args)
+        self.last_frame_id: Optional[int] = None
+        self.last_scores: Dict[int, float] = {}
+
+    # ------------------------------------------------------------------ public API
+    def start(self, frame, masks_by_object_id, frame_id: Optional[int] = None) -> FrameResult:
+        """Start a new video: track the objects given on its first frame.
+
+        Args:
+            frame: (H, W, 3) uint8 RGB array or image path.
+            masks_by_object_id: ``{object id >= 1: (H, W) mask}`` or an (H, W) label map.
+            frame_id: frame number (default 0); later frames must have larger numbers.
+        Returns:
+            the prediction of this frame (its ground truth is the reference of its own
+            prediction, which joins the memory like every later prediction).
+        """
+        self.reset()
+        return self.add_objects(frame, masks_by_object_id, frame_id)
+
+    def add_objects(self, frame, masks_by_object_id, frame_id=None) -> FrameResult:
+        """Segment the next frame, on which new objects appear with their masks."""
+        if isinstance(masks_by_object_id, dict) and not masks_by_object_id or (
+                isinstance(masks_by_object_id, np.ndarray) and not masks_by_object_id.any()):
+            raise ValueError("no object to track: give at least one non-empty object mask")
+        return self.step(frame, masks_by_object_id, frame_id)
+
+    @torch.no_grad()
+    def step(self, frame, new_objects=None, frame_id: Optional[int] = None) -> FrameResult:
+        """Segment the next frame.
+
+        Args:
+            frame: (H, W, 3) uint8 RGB array or image path.
+            new_objects: optional ``{object id: (H, W) mask}`` (or label map) of objects first
+                given on this frame.
+            frame_id: frame number (default: previous + 1); drives the memory's time decay.
+        Returns:
+            :class:`FrameResult` at the frame's size.
+        """
+        image = read_rgb(frame)
+        new = {} if new_objects is None else _object_masks(new_objects, image.shape,
+                                                             "new_objects")
+        known = [i for i in new if i in self.bank]
+        if known:
+            raise ValueError(f"object(s) {known} are already tracked; give new object ids")
+        frame_id = self._next_frame_id(frame_id)
+        if not new and not len(self.bank):
+            self.last_scores = {}
+            return FrameResult({}, np.zeros(image.shape[:2], np.uint8))
+        prepared = self._prepare(image)
+        with self._autocast():
+            tar_feat = self._encode([prepared.image])
+            record = _FrameRecord(frame_id, tar_feat if self.cache_features else None,
+                                  None if self.cache_features else prepared.image)
+            for obj_id, mask in new.items():
+                self.bank.add_object(obj_id, frame_id, (record, self._model_mask(mask, prepared)))
+            raw = self._decode(tar_feat)
+        masks, scores = self._postprocess(raw, prepared)
+        for obj_id in self.bank.object_ids:
+            mask = _resize_mask(masks[obj_id], prepared.content_size)
+            self.bank.push(obj_id, frame_id, (record, mask), scores[obj_id])
+        self.last_scores = scores
+        out = {i: _resize_mask(m, prepared.original_size).cpu().numpy() for i, m in masks.items()}
+        return FrameResult(out, merge_object_masks(out, prepared.original_size))
+
+    def segment_video(self, source, masks_by_object_id, new_objects=None
+                      ) -> Iterator[Tuple[str, np.ndarray, FrameResult]]:
+        """Segment a whole video.
+
+        Args:
+            source: see :func:`open_video` (video file, frame folder or iterable of frames).
+            masks_by_object_id: objects of the first frame (see :meth:`start`).
+            new_objects: optional ``{frame name: masks}`` of objects appearing later.
+        Yields:
+            ``(frame name, (H, W, 3) RGB frame, FrameResult)`` for every frame, in order.
+            Frame numbers (memory decay) come from digit-only names, else the frame index.
+        """
+        new_objects = dict(new_objects or {})
+        for index, (name, image) in enumerate(open_video(source)):
+            frame_id = frame_id_from_name(name, index)
+            if index == 0:
+                result = self.start(image, masks_by_object_id, frame_id)
+            else:
+                result = self.step(image, new_objects.pop(name, None), frame_id)
+            yield name, image, result
+        if new_objects:
+            logger.warning("objects given for frames not in the video: %s", sorted(new_objects))
+
+    @property
+    def num_memory_frames(self) -> int:
+        """Distinct frames referenced by the memory bank (bounded by objects x MEMORY_LEN)."""
+        return len({id(e.payload[0]) for i in self.bank.object_ids
+                    for e in self.bank.get_memory(i)})
+
+    # ------------------------------------------------------------------ internals
+    def _next_frame_id(self, frame_id: Optional[int]) -> int:
+        if frame_id is None:
+            frame_id = 0 if self.last_frame_id is None else self.last_frame_id + 1
+        elif self.last_frame_id is not None and frame_id <= self.last_frame_id:
+            raise ValueError(
+                f"frame {frame_id} comes after frame {self.last_frame_id}: frame ids must "
+                "increase (call start() for a new video)"
+            )
+        self.last_frame_id = int(frame_id)
+        return self.last_frame_id
+
+    def _autocast(self):
+        if self.use_amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()  # fp32 on CPU, always
+
+    def _prepare(self, image: np.ndarray) -> _PreparedFrame:
+        """Official resizes: shorter side -> SHORT_SIDE (work size), longer side -> PAD_SIZE."""
+        h, w = image.shape[:2]
+        work = short_side_size(h, w, self.short_side)
+        t = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device)
+        t = _resize_image(t.permute(2, 0, 1).float(), work)
+        t = _resize_image(t, long_side_size(*work, self.model.pad_size))
+        return _PreparedFrame(t, work, (h, w))
+
+    def _model_mask(self, mask: np.ndarray, prepared: _PreparedFrame) -> torch.Tensor:
+        """Ground-truth mask at the frame size -> (h', w') bool at model resolution (nearest)."""
+        m = torch.from_numpy(mask).to(self.device)
+        return _resize_mask(_resize_mask(m, prepared.work_size), prepared.content_size)
+
+    def _encode(self, images: List[torch.Tensor]) -> torch.Tensor:
+        """(3, h', w') float images -> (N, C, h, w) neck features."""
+        size = self.model.pad_size
+        batch = torch.stack([self.model.preprocess_image(im, size) for im in images])
+        return self.model.encode(batch)
+
+    def _references(self):
+        """Memory of every object grouped by frame, oldest first: (K, C, h, w) features,
+        K masks (n_k, S, S) padded to the model size and K object-id tensors (n_k,)."""
+        groups: Dict[_FrameRecord, Tuple[list, list]] = {}
+        for obj_id in self.bank.object_ids:
+            for entry in self.bank.get_memory(obj_id):
+                record, mask = entry.payload
+                masks, ids = groups.setdefault(record, ([], []))
+                masks.append(mask)
+                ids.append(obj_id)
+        records = sorted(groups, key=lambda r: r.frame_id)
+        if self.cache_features:
+            feats = torch.cat([r.feats for r in records])
+        else:
+            chunks = [records[i:i + self.encode_chunk]
+                      for i in range(0, len(records), self.encode_chunk)]
+            feats = torch.cat([self._encode([r.image for r in c]) for c in chunks])
+        size = self.model.pad_size
+        ref_masks, ref_labels = [], []
+        for r in records:
+            masks, ids = groups[r]
+            m = torch.stack(masks)
+            ref_masks.append(F.pad(m, (0, size - m.shape[-1], 0, size - m.shape[-2])))
+            ref_labels.append(torch.tensor(ids, dtype=torch.int64, device=self.device))
+        return feats, ref_masks, ref_labels
+
+    def _decode(self, tar_feat: torch.Tensor) -> Dict:
+        """Decode the target against every memory frame of every object (``model.decode``)."""
+        feats, ref_masks, ref_labels = self._references()
+        decoder = self.model.transformer_decoder
+        mask_features = decoder.mask_feat_layer(tar_feat)  # from the pre-fusion target feature
+        # Pool in fp32 even under autocast: a pixel's weight, 1 / (object pixels over all its
+        # memory frames), is below fp16's normal range at 1036 input.
+        with torch.autocast(self.device.type, enabled=False):
+            tokens = get_reference_pooling(self.pooling)(
+                feats.float(), ref_masks, ref_labels, tuple(mask_features.shape[-2:]),
+                decoder.mask_pooling,
+            )
+        return decoder.forward_tokens(*tokens, tar_feat, mask_features)
+
+    def _postprocess(self, raw: Dict, prepared: _PreparedFrame):
+        """ID output (spec §5.3) at the work size -> ({id: (h, w) bool}, {id: score})."""
+        size = self.model.pad_size
+        ids = raw["ref_id_labels"][0]
+        logits = resize_mask_logits(raw["pred_id_masks"][0].float(), (size, size),
+                                    prepared.content_size, prepared.work_size)
+        result = identity_inference(raw["pred_id_logits"][0].float(), logits, ids, ids,
+                                    self.model.test_topk_per_image, self.model.id_score_thresh)
+        masks = {i: torch.zeros(prepared.work_size, dtype=torch.bool, device=self.device)
+                 for i in self.bank.object_ids}
+        scores = dict.fromkeys(self.bank.object_ids, 0.0)
+        for obj_id, mask, score in zip(result.pred_ids.tolist(), result.pred_masks,
+                                       result.scores.tolist()):
+            masks[obj_id], scores[obj_id] = mask, score
+        return masks, scores

@@ -1,0 +1,402 @@
+"""Few-shot semantic segmentation suite: benchmark readers, episodes, K-shot pooling, the CLI."""
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.modeling import build_model
+from detectron2.structures.masks import polygons_to_bitmask
+from PIL import Image
+
+from inference_fss import eval as fss_eval
+from inference_fss.benchmarks import (
+    coco20i_class_ids,
+    dataset_name,
+    pascal5i_class_ids,
+    register_fss_benchmark,
+)
+from sine import add_sine_config
+from sine.data.fss_episodes import FSSEpisodeMapper, class_target
+from sine.modeling.transformer_decoder.reference_pooling import get_reference_pooling
+
+TINY = [
+    "MODEL.DEVICE", "cpu", "MODEL.DINOV2.EMBED_DIM", "48", "MODEL.DINOV2.DEPTH", "2",
+    "MODEL.DINOV2.NUM_HEADS", "2", "MODEL.SINE.FEAT_CHANS", "32", "MODEL.SINE.MASK_DIM", "32",
+    "MODEL.SINE.NHEADS", "2", "MODEL.SINE.DIM_FEEDFORWARD", "64", "MODEL.SINE.DEC_LAYERS", "2",
+    "MODEL.SINE.NUM_QUERIES", "5", "MODEL.SINE.PAD_SIZE", "112", "MODEL.DINOV2.WEIGHTS", "",
+]
+H, W = 20, 30  # benchmark images are non-square; episodes resize them to S x S
+S = 16
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The tiny model is much faster on one thread on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def registered():
+    """Names registered by a test; unregistered afterwards."""
+    names = []
+    yield names
+    for name in names:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def _register(registered, tmp_path, benchmark, fold, shots, **kwargs):
+    name = register_fss_benchmark(benchmark, fold, shots, root=str(tmp_path),
+                                  name=f"test_{benchmark}_{fold}_{shots}_{tmp_path.name}", **kwargs)
+    registered.append(name)
+    return name
+
+
+def _image(path, seed):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (H, W, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+def _png(path, array):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array.astype(np.uint8)).save(path)
+
+
+def _label_map(seed, values):
+    """(H, W) label map holding a random box of each value in ``values`` (0 elsewhere)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((H, W), np.uint8)
+    for v in values:
+        y, x = rng.integers(0, H - 8), rng.integers(0, W - 8)
+        labels[y:y + 8, x:x + 8] = v
+    return labels
+
+
+def _official_target(labels, value, size=S):
+    """Official mask handling: (labels == value) resized with torch nearest."""
+    t = torch.from_numpy((labels == value).astype(np.float32))[None, None]
+    return F.interpolate(t, size=(size, size), mode="nearest")[0, 0].numpy().astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- benchmark trees
+def _make_coco(root):
+    """COCO2014 with fold-0 classes 0 and 4 (4 images each) and class 8 in one image."""
+    base = os.path.join(root, "COCO2014")
+    classwise = {0: [], 4: [], 8: []}
+    for i in range(6):
+        name = f"val2014/COCO_val2014_{i:012d}.jpg"
+        classes = [c for c in (0, 4) if (i + c) % 3 != 0] + ([8] if i == 0 else [])
+        for c in classes:
+            classwise[c].append(name)
+        _image(os.path.join(base, name), i)
+        _png(os.path.join(base, "annotations", name.replace(".jpg", ".png")),
+             _label_map(i, [c + 1 for c in classes]))
+    os.makedirs(os.path.join(base, "splits", "val"))
+    with open(os.path.join(base, "splits", "val", "fold0.pkl"), "wb") as f:
+        pickle.dump(classwise, f)
+    return classwise
+
+
+def _make_pascal(root):
+    """VOC2012 fold 1 (classes 5..9): 3 images of class 5, 2 of class 7; 255 boundaries."""
+    base = os.path.join(root, "VOC2012")
+    lines = []
+    for i, cls in enumerate([5, 5, 7, 5, 7]):
+        image = f"2007_{i:06d}"
+        labels = _label_map(i, [cls + 1])
+        labels[0, :] = 255  # a boundary band
+        _image(os.path.join(base, "JPEGImages", image + ".jpg"), i)
+        _png(os.path.join(base, "SegmentationClassAug", image + ".png"), labels)
+        lines.append(f"{image}__{cls + 1}")
+    os.makedirs(os.path.join(base, "splits", "val"))
+    with open(os.path.join(base, "splits", "val", "fold1.txt"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return lines
+
+
+def _square(x, y, size=6):
+    return [[x, y, x + size, y, x + size, y + size, x, y + size]]
+
+
+def _make_lvis(root):
+    """lvis_val.pkl: 21 classes with 2 images, one (id 999) with 1 image, COCO 2017 images."""
+    base = os.path.join(root, "LVIS")
+    names = [f"val2017/{i:012d}.jpg" for i in range(3)]
+    for i, n in enumerate(names):
+        _image(os.path.join(base, "coco", n), i)
+    annotations = {999: {names[0]: {"annotations": [{"segmentation": _square(1, 1)}]}}}
+    for c in range(21):
+        cat = 300 - c  # pickle order, not sorted order, defines the folds
+        annotations[cat] = {
+            names[c % 3]: {"annotations": [{"segmentation": _square(1, 1)},
+                                           {"segmentation": _square(12, 8)}]},
+            names[(c + 1) % 3]: {"annotations": [{"segmentation": _square(3, 2, 9)}]},
+        }
+    with open(os.path.join(base, "lvis_val.pkl"), "wb") as f:
+        pickle.dump(annotations, f)
+    return annotations
+
+
+def _make_fss1000(root):
+    base = os.path.join(root, "FSS-1000")
+    for j, cat in enumerate(["bbb", "aaa"]):
+        for k in range(1, 11):
+            _image(os.path.join(base, "data", cat, f"{k}.jpg"), 10 * j + k)
+            mask = np.repeat((_label_map(k, [1]) * 200)[..., None], 3, axis=2)  # RGB, 0/200
+            _png(os.path.join(base, "data", cat, f"{k}.png"), mask)
+    os.makedirs(os.path.join(base, "splits"))
+    with open(os.path.join(base, "splits", "test.txt"), "w") as f:
+        f.write("bbb\naaa\n")
+
+
+# ----------------------------------------------------------------------------- readers
+def test_coco20i_episodes_masks_and_metadata(tmp_path, registered):
+    classwise = _make_coco(tmp_path)
+    name = _register(registered, tmp_path, "coco", 0, 2, num_episodes=12, seed=3)
+    meta = MetadataCatalog.get(name)
+    assert meta.evaluator_type == "fss" and meta.ignore_label == 255
+    assert meta.fss_class_ids == coco20i_class_ids(0) == list(range(0, 80, 4))
+    episodes = DatasetCatalog.get(name)
+    assert [e["episode_id"] for e in episodes] == list(range(12))
+    # Class 8 is in one image only: it can never have a support different from the query.
+    assert {e["class_id"] for e in episodes} == {0, 4}
+    mapper = FSSEpisodeMapper(image_size=S)
+    for e in episodes:
+        c, query = e["class_id"], e["query"]["image_id"]
+        supports = [s["image_id"] for s in e["supports"]]
+        assert len(supports) == 2 and query not in supports
+        assert {query, *supports} <= set(classwise[c])
+    e = episodes[0]
+    x = mapper(e)
+    labels = np.asarray(Image.open(e["query"]["sem_seg_file_name"]))
+    np.testing.assert_array_equal(x["sem_seg_gt"], _official_target(labels, e["class_id"] + 1))
+    assert x["image"].shape == (3, S, S) and x["image"].dtype == torch.uint8
+    assert len(x["references"]) == 2
+    for k, ref in enumerate(x["references"]):
+        assert ref["instances"].gt_classes.tolist() == [e["class_id"]]
+        assert ref["instances"].ins_ids.tolist() == [k] and ref["instances"].gt_masks.any()
+
+
+def test_same_seed_same_episodes_other_seed_other_episodes(tmp_path, registered):
+    _make_coco(tmp_path)
+    a = _register(registered, tmp_path, "coco", 0, 1, num_episodes=30, seed=5)
+
+    def summary(name):
+        return [(e["class_id"], e["query"]["image_id"], [s["image_id"] for s in e["supports"]])
+                for e in DatasetCatalog.get(name)]
+
+    first = summary(a)
+    assert summary(a) == first  # every load (every process) draws the same episodes
+    b = register_fss_benchmark("coco", 0, 1, root=str(tmp_path), num_episodes=30, seed=5,
+                               name=a + "_again")
+    registered.append(b)
+    assert summary(b) == first
+    c = register_fss_benchmark("coco", 0, 1, root=str(tmp_path), num_episodes=30, seed=6,
+                               name=a + "_seed6")
+    registered.append(c)
+    assert summary(c) != first
+
+
+def test_episodes_do_not_depend_on_num_workers(tmp_path, registered):
+    _make_coco(tmp_path)
+    name = _register(registered, tmp_path, "coco", 0, 1, num_episodes=6, seed=0)
+    mapper = FSSEpisodeMapper(image_size=S)
+
+    def run(workers):
+        loader = build_detection_test_loader(DatasetCatalog.get(name), mapper=mapper,
+                                             num_workers=workers)
+        return [(x["episode_id"], x["class_id"], x["file_name"], x["sem_seg_gt"].tobytes(),
+                 x["references"][0]["image"].numpy().tobytes()) for [x] in loader]
+
+    serial = run(0)
+    assert [r[0] for r in serial] == list(range(6))
+    assert run(2) == serial
+
+
+def test_pascal5i_queries_in_list_order_with_ignored_boundaries(tmp_path, registered):
+    lines = _make_pascal(tmp_path)
+    name = _register(registered, tmp_path, "pascal", 1, 1, num_episodes=7)
+    assert MetadataCatalog.get(name).fss_class_ids == pascal5i_class_ids(1) == [5, 6, 7, 8, 9]
+    episodes = DatasetCatalog.get(name)
+    for e in episodes:
+        image, cls = lines[e["episode_id"] % len(lines)].split("__")
+        assert (e["query"]["image_id"], e["class_id"]) == (image, int(cls) - 1)
+        support = e["supports"][0]["image_id"]
+        assert support != image and f"{support}__{cls}" in lines
+    x = FSSEpisodeMapper(image_size=S)(episodes[0])
+    labels = np.asarray(Image.open(episodes[0]["query"]["sem_seg_file_name"]))
+    expected = _official_target(labels, episodes[0]["class_id"] + 1)
+    expected[_official_target(labels, 255) == 1] = 255
+    np.testing.assert_array_equal(x["sem_seg_gt"], expected)
+    assert (x["sem_seg_gt"] == 255).any() and (x["sem_seg_gt"] == 1).any()
+    assert not x["references"][0]["instances"].gt_masks[0, 0].any()  # boundary is not foreground
+
+
+def test_lvis92i_folds_round_robin_and_union_of_instances(tmp_path, registered):
+    annotations = _make_lvis(tmp_path)
+    eligible = [c for c in annotations if len(annotations[c]) > 1]  # pickle order, > K images
+    name = _register(registered, tmp_path, "lvis", 1, 1, num_episodes=10)
+    episodes = DatasetCatalog.get(name)
+    fold_classes = [eligible[1], eligible[11]]  # val_cat_ids[fold + 10 v], 21 // 10 = 2 per fold
+    assert MetadataCatalog.get(name).fss_class_ids == fold_classes
+    assert [e["class_id"] for e in episodes] == [fold_classes[e % 2] for e in range(10)]
+    assert 999 not in eligible and 999 in annotations  # one image: in no 1-shot fold
+    e = next(e for e in episodes if len(e["query"]["segmentations"]) == 2)
+    assert e["supports"][0]["file_name"] != e["query"]["file_name"]
+    first, second = (polygons_to_bitmask([np.asarray(p, float) for p in segm], H, W)
+                     for segm in e["query"]["segmentations"])
+    gt = class_target(e["query"], e["class_id"], (H, W))
+    np.testing.assert_array_equal(gt, (first | second).astype(np.uint8))
+    assert gt.sum() > max(first.sum(), second.sum())
+
+
+def test_fss1000_one_episode_per_test_image_in_official_order(tmp_path, registered):
+    _make_fss1000(tmp_path)
+    name = _register(registered, tmp_path, "fss1000", 0, 5)
+    assert name.startswith("test_fss1000") and dataset_name("fss1000", 0, 5) == "fss_fss1000_5shot"
+    episodes = DatasetCatalog.get(name)
+    assert len(episodes) == 20
+    assert MetadataCatalog.get(name).fss_class_ids == [760, 761]  # sorted: aaa, bbb
+    order = [os.path.basename(e["query"]["file_name"]) for e in episodes[:10]]
+    assert order == ["1.jpg", "10.jpg"] + [f"{k}.jpg" for k in range(2, 10)]
+    assert {e["class_id"] for e in episodes[:10]} == {760}
+    for e in episodes:
+        folder = os.path.dirname(e["query"]["file_name"])
+        assert all(os.path.dirname(s["file_name"]) == folder for s in e["supports"])
+        assert e["query"]["file_name"] not in [s["file_name"] for s in e["supports"]]
+    x = FSSEpisodeMapper(image_size=S)(episodes[0])
+    gray = np.asarray(Image.open(episodes[0]["query"]["sem_seg_file_name"]).convert("L"))
+    np.testing.assert_array_equal(x["sem_seg_gt"], _official_target(gray >= 128, True))
+
+
+def test_missing_files_name_the_path_and_the_readme_section(tmp_path, registered):
+    name = _register(registered, tmp_path, "coco", 0, 1)
+    with pytest.raises(FileNotFoundError, match=r"COCO2014/splits/val/fold0\.pkl.*#coco-20i"):
+        DatasetCatalog.get(name)
+    _make_coco(tmp_path)
+    os.remove(tmp_path / "COCO2014/val2014/COCO_val2014_000000000001.jpg")
+    with pytest.raises(FileNotFoundError, match=r"COCO_val2014_000000000001\.jpg.*#coco-20i"):
+        DatasetCatalog.get(name)
+    name = _register(registered, tmp_path, "lvis", 0, 1)
+    with pytest.raises(FileNotFoundError, match=r"LVIS/lvis_val\.pkl.*#lvis-92i"):
+        DatasetCatalog.get(name)
+
+
+# ----------------------------------------------------------------------------- K-shot pooling
+def test_k_shots_give_one_prototype_pooled_jointly(tmp_path, registered):
+    _make_coco(tmp_path)
+    name = _register(registered, tmp_path, "coco", 0, 3, num_episodes=1)
+    x = FSSEpisodeMapper(image_size=56)(DatasetCatalog.get(name)[0])
+    torch.manual_seed(0)
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    cfg.merge_from_list(TINY + ["MODEL.SINE.TEST.INSTANCE_ON", "False",
+                                "MODEL.SINE.TEST.IDENTITY_ON", "False"])
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        inputs = model.prepare_inputs([x], with_targets=False)
+        feats = model.encode(inputs.ref_images)
+        size = (4 * feats.shape[-2], 4 * feats.shape[-1])
+        decoder = model.transformer_decoder
+        _, sem_tokens, id_labels, sem_labels = get_reference_pooling("instance")(
+            feats, inputs.ref_masks, inputs.ref_labels, size, decoder.mask_pooling)
+        # Official FSS fork: the K (feature, mask) pairs side by side, pooled as one image.
+        wide_feats = torch.cat(list(F.interpolate(feats, size=size, mode="bilinear",
+                                                            align_corners=False)), dim=-1)
+        wide_masks = torch.cat([F.interpolate(m[None].float(), size=size, mode="bilinear",
+                                              align_corners=False)[0]
+                                for m in inputs.ref_masks], dim=-1)
+        expected = decoder.mask_pooling(wide_feats[None], wide_masks[None])
+        out = model([x])[0]
+    assert sem_labels.tolist() == [x["class_id"]] and id_labels.tolist() == [x["class_id"]] * 3
+    assert sem_tokens.shape == (1, 1, 32)
+    torch.testing.assert_close(sem_tokens, expected)
+    assert out["sem_seg"].shape == (1, 56, 56)
+    assert out["sem_seg_classes"].tolist() == [x["class_id"]]
+
+
+# ----------------------------------------------------------------------------- CLI
+@pytest.fixture
+def synthetic_root(tmp_path, monkeypatch):
+    from sine.data.datasets.register_synthetic import register_synthetic
+    from sine.data.synthetic import generate_synthetic
+
+    default_root = os.getenv("DETECTRON2_DATASETS", "datasets")
+    generate_synthetic(str(tmp_path), seed=0, num_train=1, num_val=16, num_videos=0, shots=(1,),
+                       fewshot_seeds=1)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    names = register_synthetic(str(tmp_path))
+    assert "synthetic_fss_novel_1shot" in names and "synthetic_fss_novel_5shot" in names
+    yield tmp_path
+    # The CLI re-registers the synthetic splits and its own episode counts under tmp_path.
+    for name in set(names) | {n for n in DatasetCatalog.list() if n.startswith("synthetic_")}:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    if os.path.isfile(os.path.join(default_root, "synthetic", "meta.json")):
+        register_synthetic(default_root)
+
+
+def _cli(output, *extra, on_episode=None):
+    argv = ["--config-file", "configs/demo/sine_synthetic_tiny.yaml", "--benchmark", "synthetic",
+            "--shot", "2", "--num-episodes", "8", "--checkpoint-period", "2", "--output",
+            str(output), *extra, *TINY, "TEST.FSS.IMAGE_SIZE", "56", "DATALOADER.NUM_WORKERS", "0"]
+    torch.manual_seed(0)  # the same random tiny model in every run
+    return fss_eval.main(argv, on_episode=on_episode)
+
+
+def test_synthetic_novel_episodes_are_registered(synthetic_root):
+    from sine.data.synthetic import get_synthetic_metadata
+
+    meta = MetadataCatalog.get("synthetic_fss_novel_1shot")
+    assert meta.evaluator_type == "fss" and meta.shots == 1
+    assert meta.fss_class_ids == get_synthetic_metadata()["novel_contiguous_ids"]
+    episodes = DatasetCatalog.get("synthetic_fss_novel_5shot")
+    assert len(episodes) == 200 and all(len(e["supports"]) == 5 for e in episodes)
+    assert {e["class_id"] for e in episodes} <= set(meta.fss_class_ids)
+
+
+def test_cli_writes_table_and_json(synthetic_root, tmp_path, capsys):
+    summary = _cli(tmp_path / "out")
+    table = capsys.readouterr().out
+    assert "FSS synthetic 2-shot" in table and "mean" in table and "mIoU" in table
+    with open(tmp_path / "out" / "fss_synthetic_2shot.json") as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(summary))
+    fold = saved["folds"]["0"]
+    assert fold["dataset"] == "synthetic_fss_novel_2shot" and fold["episodes"] == 8
+    assert 0 <= fold["mIoU"] <= 100 and saved["mean"]["mIoU"] == fold["mIoU"]
+
+
+def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_root, tmp_path):
+    reference = _cli(tmp_path / "full")
+
+    seen = []
+
+    def stop_after_three(name, episode_id):
+        seen.append(episode_id)
+        if len(seen) == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        _cli(tmp_path / "resumed", on_episode=stop_after_three)
+    with open(tmp_path / "resumed" / "synthetic_fss_novel_2shot" / "episodes.json") as f:
+        assert sorted(int(e) for e in json.load(f)["episodes"]) == sorted(seen)
+    computed = []
+    resumed = _cli(tmp_path / "resumed", on_episode=lambda name, e: computed.append(e))
+    assert sorted(seen + computed) == list(range(8)) and not set(seen) & set(computed)
+    assert resumed["folds"] == reference["folds"] and resumed["mean"] == reference["mean"]
+
+    again = []
+    _cli(tmp_path / "resumed", on_episode=lambda name, e: again.append(e))
+    assert again == []  # finished folds are skipped
+    with pytest.raises(ValueError, match="other settings"):
+        _cli(tmp_path / "resumed", "--seed", "1")

@@ -1,0 +1,278 @@
+"""Video object segmentation: VideoPredictor, "vos" pooling, run_vos and demo_video (tiny model)."""
+import copy
+import importlib.util
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from PIL import Image
+
+from inference_vos import run_vos
+from sine import add_sine_config
+from sine.data.synthetic.videos import davis_palette
+from sine.engine.predictor import SinePredictor
+from sine.engine.video_predictor import (
+    VideoPredictor,
+    long_side_size,
+    open_video,
+    short_side_size,
+)
+from sine.modeling.transformer_decoder.in_context_fusion import MaskPooling
+from sine.modeling.transformer_decoder.reference_pooling import REFERENCE_POOLING
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = [
+    "MODEL.DEVICE", "cpu", "MODEL.DINOV2.WEIGHTS", "", "MODEL.DINOV2.EMBED_DIM", "48",
+    "MODEL.DINOV2.DEPTH", "2", "MODEL.DINOV2.NUM_HEADS", "2", "MODEL.SINE.FEAT_CHANS", "32",
+    "MODEL.SINE.MASK_DIM", "32", "MODEL.SINE.NHEADS", "2", "MODEL.SINE.DIM_FEEDFORWARD", "64",
+    "MODEL.SINE.DEC_LAYERS", "2", "MODEL.SINE.NUM_QUERIES", "5", "MODEL.SINE.PAD_SIZE", "112",
+    # 48 x 64 frames -> masks predicted at 40 x 53, model input 84 x 112 padded to 112.
+    "MODEL.SINE.VOS.SHORT_SIDE", "40",
+]
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    cfg.merge_from_list(TINY)
+    return SinePredictor(cfg)
+
+
+def video_predictor(predictor, **vos):
+    """A VideoPredictor sharing the module's model, with MODEL.SINE.VOS overrides."""
+    p = copy.copy(predictor)
+    p.cfg = predictor.cfg.clone()
+    for key, value in vos.items():
+        setattr(p.cfg.MODEL.SINE.VOS, key, value)
+    return VideoPredictor(p)
+
+
+def moving_squares(num_frames, num_objects=3, h=48, w=64, seed=0):
+    """Frames (H, W, 3) uint8 and label maps of coloured squares drifting over noise."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    colours = rng.integers(0, 255, (num_objects, 3), dtype=np.uint8)
+    starts = rng.integers(0, [h - 16, w - 16], (num_objects, 2))
+    frames, labels = [], []
+    for t in range(num_frames):
+        frame, label = background.copy(), np.zeros((h, w), np.uint8)
+        for k in range(num_objects):
+            y, x = (starts[k] + t) % [h - 16, w - 16]
+            frame[y:y + 14, x:x + 14] = colours[k]
+            label[y:y + 14, x:x + 14] = k + 1
+        frames.append(frame)
+        labels.append(label)
+    return frames, labels
+
+
+def count_vit_images(model, calls):
+    return model.image_encoder.encoder.register_forward_hook(
+        lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+
+
+def track(vp, frames, first_labels):
+    return [vp.start(frames[0], first_labels)] + [vp.step(f) for f in frames[1:]]
+
+
+def test_official_frame_sizes():
+    # DAVIS 480p: 518 shorter side (torchvision Resize), then longer side 1036 (truncated).
+    assert short_side_size(480, 854, 518) == (518, 921)
+    assert long_side_size(518, 921, 1036) == (582, 1036)
+    assert short_side_size(720, 405, 518) == (920, 518)
+    assert short_side_size(480, 854, 0) == (480, 854)
+
+
+def test_vit_runs_once_per_frame(predictor):
+    frames, labels = moving_squares(9)
+    vp = video_predictor(predictor, MEMORY_LEN=6)
+    calls = []
+    hook = count_vit_images(predictor.model, calls)
+    try:
+        results = track(vp, frames, labels[0])
+    finally:
+        hook.remove()
+    assert calls == [1] * len(frames)  # one image per frame, memory frames never re-encoded
+    assert vp.num_memory_frames >= 6  # ... although the memory holds many frames
+    # The fp32 pooling + forward_tokens path equals the model's own decode with "vos" pooling.
+    with torch.no_grad():
+        tar = predictor.model.encode(torch.zeros(1, 3, 112, 112))
+        refs = vp._references()
+        torch.testing.assert_close(vp._decode(tar)["pred_id_masks"],
+                                   predictor.model.decode(*refs, tar, "vos")["pred_id_masks"])
+    assert sorted(results[-1].masks) == [1, 2, 3]
+    assert results[-1].labels.shape == (48, 64) and results[-1].masks[1].dtype == bool
+
+
+def test_cached_features_match_reencoding(predictor):
+    frames, labels = moving_squares(8, seed=1)
+    cached = track(video_predictor(predictor, CACHE_FEATURES=True), frames, labels[0])
+    calls = []
+    hook = count_vit_images(predictor.model, calls)
+    try:
+        reference = track(video_predictor(predictor, CACHE_FEATURES=False), frames, labels[0])
+    finally:
+        hook.remove()
+    assert sum(calls) > 2 * len(frames)  # the reference path really re-encodes memory frames
+    for a, b in zip(cached, reference):
+        np.testing.assert_array_equal(a.labels, b.labels)
+        for obj_id in (1, 2, 3):
+            np.testing.assert_array_equal(a.masks[obj_id], b.masks[obj_id])
+
+
+def test_memory_bounded_and_objects_added_later(predictor):
+    frames, labels = moving_squares(30, seed=2)
+    vp = video_predictor(predictor, MEMORY_LEN=3)
+    vp.start(frames[0], {1: labels[0] == 1, 2: labels[0] == 2})
+    for t, frame in enumerate(frames[1:], start=1):
+        if t == 4:
+            result = vp.add_objects(frame, {3: labels[t] == 3})
+            assert sorted(result.masks) == [1, 2, 3]
+        else:
+            vp.step(frame)
+        assert all(len(vp.bank.get_memory(i)) <= 3 for i in vp.bank.object_ids)
+        assert vp.num_memory_frames <= 3 * len(vp.bank)
+    first = vp.bank.get_memory(3)[-1]
+    assert first.frame_id == 4 and first.score == 1.0  # the pinned ground-truth frame
+    with pytest.raises(ValueError, match="already tracked"):
+        vp.step(frames[0], {2: labels[0] == 2})
+    with pytest.raises(ValueError, match="must increase"):
+        vp.step(frames[0], frame_id=3)
+    with pytest.raises(ValueError, match="same height and width"):
+        vp.step(frames[0], {4: labels[0][:20] == 1})
+    with pytest.raises(ValueError, match="no object to track"):
+        vp.start(frames[0], np.zeros((48, 64), np.uint8))
+
+
+def test_empty_video_errors_clearly(tmp_path):
+    (tmp_path / "frames").mkdir()
+    with pytest.raises(ValueError, match="no frames"):
+        open_video(str(tmp_path / "frames"))
+    empty_mp4 = str(tmp_path / "empty.mp4")
+    cv2.VideoWriter(empty_mp4, cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48)).release()
+    with pytest.raises(ValueError, match="no frames|cannot open"):
+        open_video(empty_mp4)
+    with pytest.raises(ValueError, match="neither a folder nor a video"):
+        open_video(str(tmp_path / "missing.mp4"))
+
+
+def test_vos_pooling_equals_instance_pooling_for_one_frame():
+    torch.manual_seed(0)
+    feats = torch.randn(1, 8, 4, 4)
+    masks = torch.zeros(3, 56, 56, dtype=torch.bool)
+    masks[0, :20, :20] = masks[1, 30:, 10:40] = masks[2, 5:50, 45:] = True
+    ids = torch.tensor([2, 5, 7])
+    pool = MaskPooling()
+    inst = REFERENCE_POOLING["instance"](feats, [masks], [ids], (16, 16), pool)
+    vos = REFERENCE_POOLING["vos"](feats, [masks], [ids], (16, 16), pool)
+    torch.testing.assert_close(vos[0], inst[0])  # one ID token per object
+    torch.testing.assert_close(vos[1], vos[0])  # prototypes are the same tensors
+    assert vos[2].tolist() == vos[3].tolist() == [2, 5, 7]
+    # Two frames of one object: the pixel-weighted mean over both frames together.
+    feats2 = torch.randn(2, 8, 4, 4)
+    two = REFERENCE_POOLING["vos"](feats2, [masks[:1], masks[1:2]], [ids[:1], ids[:1]],
+                                   (16, 16), pool)
+    up = torch.nn.functional.interpolate(feats2, size=(16, 16), mode="bilinear")
+    small = torch.nn.functional.interpolate(masks[:2, None].float(), size=(16, 16),
+                                            mode="bilinear")[:, 0] > 0
+    expected = torch.einsum("kchw,khw->c", up, small.float()) / small.sum()
+    torch.testing.assert_close(two[0][0, 0], expected)
+
+
+def write_davis_tree(root, videos):
+    palette = davis_palette()
+    for name, (frames, labels) in videos.items():
+        for sub, items, ext in (("JPEGImages", frames, "jpg"), ("Annotations", labels, "png")):
+            folder = os.path.join(root, sub, "480p", name)
+            os.makedirs(folder)
+            for t, item in enumerate(items):
+                img = Image.fromarray(item)
+                if ext == "png":
+                    img.putpalette(palette)
+                img.save(os.path.join(folder, f"{t:05d}.{ext}"), quality=95)
+    for year in ("2016", "2017"):
+        os.makedirs(os.path.join(root, "ImageSets", year))
+        with open(os.path.join(root, "ImageSets", year, "val.txt"), "w") as f:
+            f.write("".join(f"{n}\n" for n in videos))
+
+
+def run_vos_args(dataset, root, output, *extra):
+    return ["--config-file", os.path.join(ROOT, "configs/vos/davis17.yaml"), "--dataset",
+            dataset, "--root", str(root), "--output", str(output), *extra, *TINY]
+
+
+def test_run_vos_davis_writes_results_evaluates_and_resumes(tmp_path):
+    root, out = tmp_path / "davis", tmp_path / "out"
+    write_davis_tree(str(root), {"clipA": moving_squares(5, 2, seed=3),
+                                 "clipB": moving_squares(5, 3, seed=4)})
+    summary = run_vos.main(run_vos_args("davis17", root, out))
+    assert summary["processed"] == ["clipA", "clipB"] and summary["skipped"] == []
+    for video in ("clipA", "clipB"):
+        pngs = sorted(os.listdir(out / video))
+        assert pngs == [f"{t:05d}.png" for t in range(5)]
+        with Image.open(out / video / pngs[2]) as img:
+            assert img.mode == "P" and img.size == (64, 48)
+    with open(out / "jf_results.json") as f:
+        scores = json.load(f)
+    assert 0 <= scores["global"]["J&F-Mean"] <= 100
+    assert len(scores["per_object"]) == 5  # 2 + 3 objects
+
+    stamps = {p: os.path.getmtime(out / "clipA" / p) for p in os.listdir(out / "clipA")}
+    os.remove(out / ".done" / "clipB.json")  # as if the run had stopped during clipB
+    again = run_vos.main(run_vos_args("davis17", root, out))
+    assert again["skipped"] == ["clipA"] and again["processed"] == ["clipB"]
+    assert stamps == {p: os.path.getmtime(out / "clipA" / p) for p in stamps}
+
+
+def test_run_vos_youtube_objects_appear_later(tmp_path):
+    root, out = tmp_path / "YouTube", tmp_path / "out"
+    frames, labels = moving_squares(3, 2, seed=5)
+    names = ["00000", "00005", "00010"]
+    firsts = [np.where(labels[0] == 1, 1, 0).astype(np.uint8),
+              np.where(labels[1] == 2, 2, 0).astype(np.uint8)]  # object 2 appears at 00005
+    for sub, items, ext in (("JPEGImages", frames, "jpg"), ("Annotations", firsts, "png")):
+        folder = root / "valid" / sub / "vid1"
+        folder.mkdir(parents=True)
+        for name, item in zip(names, items):
+            img = Image.fromarray(item)
+            if ext == "png":
+                img.putpalette(davis_palette())
+            img.save(folder / f"{name}.{ext}")
+    summary = run_vos.main(run_vos_args("ytvos18", root, out))
+    result_dir = out / "Annotations" / "vid1"
+    assert sorted(os.listdir(result_dir)) == [f"{n}.png" for n in names]
+    with Image.open(result_dir / "00000.png") as img:
+        assert set(np.unique(np.array(img))) <= {0, 1}  # object 2 not given yet
+    import zipfile
+
+    with zipfile.ZipFile(summary["submission"]) as z:
+        assert sorted(z.namelist()) == [f"Annotations/vid1/{n}.png" for n in names]
+
+
+def test_demo_video_writes_an_overlay_mp4(tmp_path):
+    frames, labels = moving_squares(5, 2, seed=6)
+    video = str(tmp_path / "clip.mp4")
+    writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5, (64, 48))
+    for frame in frames:
+        writer.write(frame[..., ::-1].copy())
+    writer.release()
+    mask = tmp_path / "mask.png"
+    Image.fromarray((labels[0] == 1).astype(np.uint8) * 255).save(mask)  # a binary mask
+    spec = importlib.util.spec_from_file_location("demo_video",
+                                                  os.path.join(ROOT, "demo/demo_video.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    output = str(tmp_path / "tracked.mp4")
+    demo.main(["--config-file", os.path.join(ROOT, "configs/vos/davis17.yaml"), "--input", video,
+               "--mask", str(mask), "--output", output, "--device", "cpu", "--opts", *TINY])
+    capture = cv2.VideoCapture(output)
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    capture.release()
+    assert count == len(frames)
