@@ -73,6 +73,11 @@ class DINOv2Encoder(Backbone):
         self.frozen = frozen
         if frozen:
             self.encoder.requires_grad_(False)
+        else:
+            # Features are taken before the final norm and no token is masked, so these never
+            # get a gradient; leaving them trainable would break DDP's reduction.
+            for p in (self.encoder.mask_token, *self.encoder.norm.parameters()):
+                p.requires_grad_(False)
             self.encoder.eval()
         self._register_load_state_dict_pre_hook(self._keep_loaded_encoder_weights)
 

@@ -1,0 +1,217 @@
+#!/usr/bin/env python
+# ruff: noqa: E402  (imports follow the sys.path set-up for running as a script)
+"""Few-shot instance segmentation / detection evaluation (COCO-NOVEL, COCO2VOC; spec §7.2).
+
+    python inference_fsod/eval.py --config-file configs/fsod/coco_1shot.yaml \
+        --output output/fsod MODEL.WEIGHTS models/pytorch_model.bin
+    python inference_fsod/eval.py --config-file ... --benchmark voc --shots 5 --seeds 0-9 ...
+    python inference_fsod/eval.py --config-file ... --num-gpus 8 ...
+
+For every seed: the reference set's class prototypes are computed once and cached
+(``<output>/prototypes``), every test image is decoded with them, and detectron2's
+``COCOEvaluator`` scores bbox and segm AP on the novel classes. Per-seed metrics go to
+``<output>/<benchmark>_<K>shot/seed<s>/metrics.json``; a rerun skips finished seeds. The mean and
+standard deviation over the seeds are printed and written to ``summary.json``.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+if __package__ in (None, ""):
+    # Run as a script: import from the repository root, not from this folder.
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.engine import launch
+from detectron2.evaluation import inference_on_dataset
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from inference_fsod.data import FSODTestMapper
+from inference_fsod.evaluation import NovelClassCOCOEvaluator, summarize_seeds, summary_table
+from inference_fsod.model import PrototypeInstanceSegmenter
+from inference_fsod.prototype_cache import load_or_compute_prototypes, prototype_cache_key
+from inference_fsod.register_fsod import BENCHMARKS, dataset_names, register_all_fsod
+from sine import add_sine_config
+from sine.data.datasets.common import datasets_root
+from sine.engine.predictor import SinePredictor
+from sine.utils.io import atomic_write_json
+
+logger = logging.getLogger("inference_fsod")
+
+
+def parse_seeds(text):
+    """"0-9" / "0,3,5" / "2" / "0-2,7" -> sorted list of ints."""
+    seeds = set()
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                seeds.update(range(lo, hi + 1))
+            else:
+                seeds.add(int(part))
+        except ValueError:
+            raise ValueError(f"bad --seeds value {text!r}: use e.g. 0-9, 0,3,5 or 2") from None
+    if not seeds:
+        raise ValueError(f"--seeds {text!r} selects no seed")
+    return sorted(seeds)
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS),
+                        help="default: TEST.FSOD.BENCHMARK of the config")
+    parser.add_argument("--shots", type=int, help="K; default: TEST.FSOD.SHOTS")
+    parser.add_argument("--seeds", help="e.g. 0-9; default: TEST.FSOD.SEEDS")
+    parser.add_argument("--output", help="output folder; default: OUTPUT_DIR of the config")
+    parser.add_argument("--prototype-cache", metavar="DIR",
+                        help="prototype cache folder; default: <output>/prototypes")
+    parser.add_argument("--num-gpus", type=int, default=1, help="processes on this machine")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0)
+    parser.add_argument("--dist-url", default="auto")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides, e.g. MODEL.WEIGHTS path/to/sine.pth")
+    return parser
+
+
+def setup_cfg(args):
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if args.benchmark:
+        cfg.TEST.FSOD.BENCHMARK = args.benchmark
+    if args.shots:
+        cfg.TEST.FSOD.SHOTS = args.shots
+    if args.seeds is not None:
+        cfg.TEST.FSOD.SEEDS = parse_seeds(args.seeds)
+    if args.output:
+        cfg.OUTPUT_DIR = args.output
+    cfg.freeze()
+    if not cfg.MODEL.WEIGHTS:
+        raise ValueError("FSOD evaluation needs trained weights: add MODEL.WEIGHTS "
+                         "path/to/sine.pth")
+    return cfg
+
+
+def _read_finished(path, key):
+    """Metrics of a finished seed, or None if it must be (re)run."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        data = json.load(f)
+    if data.get("prototype_key") != key:
+        logger.warning("%s was produced with other weights/config; recomputing", path)
+        return None
+    return data["results"]
+
+
+class FSODRun:
+    """One benchmark x K evaluation over several seeds, sharing the model and the test set."""
+
+    def __init__(self, cfg, cache_dir):
+        self.cfg = cfg
+        self.fsod = cfg.TEST.FSOD
+        self.cache_dir = cache_dir
+        self.run_dir = os.path.join(cfg.OUTPUT_DIR, f"{self.fsod.BENCHMARK}_{self.fsod.SHOTS}shot")
+        self._predictor = None
+        self._test_records = None
+
+    @property
+    def predictor(self):
+        if self._predictor is None:  # built only if some seed has to run
+            self._predictor = SinePredictor(self.cfg)
+        return self._predictor
+
+    def metrics_path(self, seed):
+        return os.path.join(self.run_dir, f"seed{seed}", "metrics.json")
+
+    def evaluate_seed(self, seed):
+        """Prototypes (cached), inference on every test image and COCO evaluation of one seed."""
+        ref_name, test_name = dataset_names(self.fsod.BENCHMARK, self.fsod.SHOTS, seed)
+        if self._test_records is None:
+            self._test_records = DatasetCatalog.get(test_name)  # also completes its metadata
+        ref_classes = MetadataCatalog.get(ref_name).thing_classes
+        if ref_classes != MetadataCatalog.get(test_name).thing_classes:
+            raise ValueError(f"'{ref_name}' and '{test_name}' have different class lists")
+        class_ids, prototypes = load_or_compute_prototypes(
+            self.predictor, self.cfg, ref_name, self.cache_dir, self.fsod.REF_BATCH_SIZE
+        )
+        loader = build_detection_test_loader(
+            self._test_records, mapper=FSODTestMapper(self.cfg.MODEL.SINE.PAD_SIZE),
+            num_workers=self.cfg.DATALOADER.NUM_WORKERS,
+        )
+        seed_dir = os.path.dirname(self.metrics_path(seed))
+        evaluator = NovelClassCOCOEvaluator(test_name, output_dir=seed_dir)
+        model = PrototypeInstanceSegmenter(self.predictor.model, class_ids, prototypes)
+        results = inference_on_dataset(model, loader, evaluator)
+        if comm.is_main_process():
+            atomic_write_json(self.metrics_path(seed), {
+                "benchmark": self.fsod.BENCHMARK, "shots": self.fsod.SHOTS, "seed": seed,
+                "references": ref_name, "test": test_name,
+                "prototype_key": prototype_cache_key(self.cfg, ref_name),
+                "results": {task: results[task] for task in ("bbox", "segm")},
+            })
+        return results
+
+    def run(self, seeds):
+        per_seed = {}
+        for seed in seeds:
+            ref_name, _ = dataset_names(self.fsod.BENCHMARK, self.fsod.SHOTS, seed)
+            if ref_name not in DatasetCatalog.list():
+                raise KeyError(f"reference set '{ref_name}' is not registered (seed {seed}, "
+                               f"{self.fsod.SHOTS} shots); see inference_fsod/README.md")
+            key = prototype_cache_key(self.cfg, ref_name)
+            done = _read_finished(self.metrics_path(seed), key)
+            if done is not None:
+                logger.info("Seed %d already evaluated (%s); skipping", seed,
+                            self.metrics_path(seed))
+            else:
+                logger.info("Evaluating %s, %d shots, seed %d", self.fsod.BENCHMARK,
+                            self.fsod.SHOTS, seed)
+                done = self.evaluate_seed(seed)
+            per_seed[seed] = done
+        return per_seed
+
+
+def main(args):
+    cfg = setup_cfg(args)
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    rank = comm.get_rank()
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="inference_fsod")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="sine")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
+    # Registered again for the current $DETECTRON2_DATASETS (e.g. a freshly generated tree).
+    register_all_fsod(datasets_root())
+    cache_dir = args.prototype_cache or os.path.join(cfg.OUTPUT_DIR, "prototypes")
+    seeds = list(cfg.TEST.FSOD.SEEDS)
+    fsod_run = FSODRun(cfg, cache_dir)
+    with torch.no_grad():
+        per_seed = fsod_run.run(seeds)
+    if not comm.is_main_process():
+        return None
+    summary = summarize_seeds(per_seed)
+    title = (f"{cfg.TEST.FSOD.BENCHMARK}, {cfg.TEST.FSOD.SHOTS}-shot, novel classes, "
+             f"mean ± std over seeds {seeds}:")
+    table = summary_table(summary, title)
+    atomic_write_json(os.path.join(fsod_run.run_dir, "summary.json"), {
+        "benchmark": cfg.TEST.FSOD.BENCHMARK, "shots": cfg.TEST.FSOD.SHOTS, "seeds": seeds,
+        "summary": summary, "per_seed": {str(s): r for s, r in per_seed.items()},
+    })
+    print(table)
+    return summary
+
+
+if __name__ == "__main__":
+    args = get_parser().parse_args()
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
