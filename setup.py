@@ -25,8 +25,10 @@ setup(
                                     "inference_vos"]),
     install_requires=read_requirements("requirements.txt"),
     extras_require={
-        "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4"],
-        "demo": ["gradio>=4"],
+        "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4",
+                # tests/test_web_demo.py (Chromium itself: tools/install_browser.sh)
+                "gradio>=6.0,<7", "playwright>=1.40"],
+        "demo": ["gradio>=6.0,<7"],  # demo/app.py
     },
     # detectron2 is installed by tools/install_detectron2.py (no compiled ops needed).
 )

@@ -8,6 +8,8 @@ Steps (each skipped when already satisfied):
 2. ``pip install -e .`` (``.[dev]`` with ``--dev``): this package and its pure-Python needs.
 3. detectron2, through ``tools/install_detectron2.py`` (official source or the repackaged
    registry wheel; nothing is compiled).
+4. With ``--dev``: Chromium, Gradio and Playwright for the web-demo browser test
+   (``tools/install_browser.sh``); if that cannot be done here, the test says why and skips.
 
 Usage: ``python tools/install_deps.py [--dev]``
 """
@@ -50,6 +52,12 @@ def main():
     target = ".[dev]" if args.dev else "."
     run(sys.executable, "-m", "pip", "install", "-q", "-e", target)
     run(sys.executable, os.path.join(ROOT, "tools", "install_detectron2.py"))
+    if args.dev:
+        browser = subprocess.run(["bash", os.path.join(ROOT, "tools", "install_browser.sh")],
+                                 env=dict(os.environ, PYTHON=sys.executable))
+        if browser.returncode != 0:
+            print("warning: the browser test's dependencies could not be installed; "
+                  "tests/test_web_demo.py will skip and print why")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def read_rgb(image):
     """A path or an (H, W, 3) uint8 RGB array -> (H, W, 3) uint8 array; clear errors otherwise."""
     if isinstance(image, str):
         try:
-            return utils.read_image(image, format="RGB")
+            # read_image may return a read-only view; torch wants a writable array.
+            return np.array(utils.read_image(image, format="RGB"))
         except Exception as e:
             raise ValueError(f"cannot read image {image!r}: {e}") from e
     image = np.asarray(image)

@@ -1,0 +1,1 @@
+"""Demos of sine: command line (demo.py), web app (app.py) and their drawing (visualize.py)."""

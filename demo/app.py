@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Browser demo of SINE: paint (or upload) a reference mask, upload a target, click Run.
+
+    python demo/app.py --config-file configs/demo/sine_synthetic_tiny.yaml \
+        --opts MODEL.WEIGHTS output/demo/model_final.pth [--port 7860]
+
+then open http://127.0.0.1:7860. Works offline (no CDN assets, analytics off).
+"""
+import argparse
+import os
+import sys
+from typing import List, Optional, Tuple
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home, works offline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+
+from demo.visualize import draw_panels  # noqa: E402
+from sine.engine.predictor import SinePredictor  # noqa: E402
+
+__all__ = ["build_app", "editor_reference", "mask_objects", "segment"]
+
+OUTPUT_KEYS = ("id", "instances", "semantic")  # the three output images, left to right
+MAX_MASK_VALUES = 32  # more distinct values than this means a lossy / anti-aliased mask
+
+INTRO = """# SINE: in-context segmentation
+1. Upload a **reference image** and paint the object on it (one layer per object), **or**
+   upload a **mask** (same size as the reference; 0 = background, each other value = one object).
+2. Upload a **target** image and click **Run**: the identical object(s), every instance of the
+   same class and the semantic region are shown.
+"""
+
+
+def mask_objects(mask: np.ndarray) -> np.ndarray:
+    """(H, W) label map -> (N, H, W) bool, one object per distinct non-zero value."""
+    values = np.unique(mask)
+    values = values[values != 0]
+    if len(values) == 0:
+        raise gr.Error("The reference mask is empty: it has no pixel > 0.")
+    if len(values) > MAX_MASK_VALUES:
+        raise gr.Error(
+            f"The reference mask has {len(values)} distinct values: upload a lossless PNG with "
+            "0 for background and one value per object (not a JPEG)."
+        )
+    return np.stack([mask == v for v in values])
+
+
+def editor_reference(editor: Optional[dict]) -> Tuple[np.ndarray, List[np.ndarray]]:
+    """ImageEditor value -> reference image (H, W, 3) uint8 and the painted layers' masks."""
+    background = None if editor is None else editor.get("background")
+    if background is None:
+        raise gr.Error("Upload a reference image first.")
+    image = np.ascontiguousarray(background[..., :3])
+    painted = []
+    for layer in editor.get("layers") or []:
+        alpha = layer[..., 3] if layer.shape[-1] == 4 else layer.max(axis=-1)
+        if (alpha > 0).any() and alpha.shape == image.shape[:2]:
+            painted.append(alpha > 0)
+    return image, painted
+
+
+def segment(predictor: SinePredictor, editor, mask, target, score_thresh: float):
+    """The Run button: (ID, instances, semantic) overlays at the target size and captions."""
+    image, painted = editor_reference(editor)
+    if mask is not None:  # an uploaded mask takes precedence over painting
+        mask = mask if mask.ndim == 2 else mask.max(axis=-1)
+        if mask.shape != image.shape[:2]:
+            raise gr.Error(
+                f"The mask is {mask.shape[1]}x{mask.shape[0]} but the reference image is "
+                f"{image.shape[1]}x{image.shape[0]}: they must have the same size."
+            )
+        masks = mask_objects(mask)
+    elif painted:
+        masks = np.stack(painted)
+    else:
+        raise gr.Error("Paint the object on the reference image or upload a mask.")
+    if target is None:
+        raise gr.Error("Upload a target image.")
+    predictor.set_reference(image, masks)
+    result = predictor.predict(np.ascontiguousarray(target[..., :3]))
+    sem_thresh = predictor.cfg.MODEL.SINE.TEST.SEM_SEG_THRESH
+    panels = draw_panels(target[..., :3], result, sem_thresh, score_thresh)
+    images = [panels[k].image if k in panels else None for k in OUTPUT_KEYS]
+    captions = "  \n".join(p.caption for p in panels.values())
+    return (*images, f"{len(masks)} reference object(s).  \n{captions}")
+
+
+def build_app(predictor: SinePredictor, score_thresh: float = 0.5) -> gr.Blocks:
+    """The demo page; every element the browser test drives has an ``elem_id``."""
+    with gr.Blocks(title="SINE in-context segmentation") as app:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            editor = gr.ImageEditor(
+                label="Reference image: paint the object(s)", type="numpy", format="png",
+                brush=gr.Brush(colors=["#ff3b30"], color_mode="defaults"),
+                sources=["upload", "clipboard"], elem_id="reference",
+            )
+            mask = gr.Image(label="or upload its mask", type="numpy", image_mode="L",
+                            format="png", sources=["upload", "clipboard"], elem_id="ref-mask")
+            target = gr.Image(label="Target image", type="numpy", image_mode="RGB",
+                              format="png", sources=["upload", "clipboard"], elem_id="target")
+        thresh = gr.Slider(0.0, 1.0, value=score_thresh, step=0.05,
+                           label="Instance score threshold", elem_id="threshold")
+        run = gr.Button("Run", variant="primary", elem_id="run")
+        with gr.Row():
+            outputs = [
+                gr.Image(label=name, type="numpy", format="png", interactive=False,
+                         elem_id=f"out-{key}")
+                for key, name in zip(OUTPUT_KEYS, ["ID: the identical object(s)",
+                                                   "Instances of the same class",
+                                                   "Semantic region"])
+            ]
+        status = gr.Markdown(elem_id="status")
+        run.click(lambda *a: segment(predictor, *a), [editor, mask, target, thresh],
+                  [*outputs, status])
+    return app
+
+
+def main(argv: Optional[List[str]] = None):
+    parser = argparse.ArgumentParser(description="SINE web demo (Gradio).")
+    parser.add_argument("--config-file",
+                        default=os.path.join(ROOT, "configs/demo/sine_synthetic_tiny.yaml"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: MODEL.DEVICE")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve the network")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS x.pth")
+    args = parser.parse_args(argv)
+    predictor = SinePredictor.from_config_file(args.config_file, opts=args.opts,
+                                               device=args.device)
+    build_app(predictor).launch(server_name=args.host, server_port=args.port)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
