@@ -1,0 +1,23 @@
+"""`import sine` registers everything and exposes the public entry points."""
+import subprocess
+import sys
+
+
+def test_import_registers_config_backbone_and_meta_arch():
+    import sine  # noqa: F401
+    from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+
+    assert "SINE" in META_ARCH_REGISTRY
+    assert "DINOv2Encoder" in BACKBONE_REGISTRY
+    assert callable(sine.add_sine_config) and sine.SinePredictor and sine.VideoPredictor
+
+
+def test_import_needs_no_compiled_ops_and_no_data(tmp_path):
+    # A fresh interpreter, an empty dataset root: importing must neither fail nor read data.
+    code = (
+        "import sys, sine, detectron2; "
+        "assert not any(m.startswith('detectron2._C') for m in sys.modules); print('ok')"
+    )
+    env = {"DETECTRON2_DATASETS": str(tmp_path / "missing"), "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
