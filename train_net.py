@@ -13,7 +13,6 @@ import weakref
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
@@ -28,7 +27,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from sine import add_sine_config
+from sine.config import get_sine_cfg
 from sine.data.build import build_pair_train_loader
 from sine.evaluation.build import build_sine_evaluator, build_sine_test_loader
 from sine.solver import build_sine_lr_scheduler, build_sine_optimizer
@@ -82,10 +81,7 @@ class Trainer(DefaultTrainer):
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_sine_cfg(args.config_file, args.opts)
     if cfg.MODEL.DEVICE == "cuda" and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     # Mixed precision only where it pays off and is supported: CUDA.

@@ -24,7 +24,6 @@ if __package__ in (None, ""):
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.engine import launch
 from detectron2.evaluation import inference_on_dataset
@@ -36,7 +35,7 @@ from inference_fsod.evaluation import NovelClassCOCOEvaluator, summarize_seeds, 
 from inference_fsod.model import PrototypeInstanceSegmenter
 from inference_fsod.prototype_cache import load_or_compute_prototypes, prototype_cache_key
 from inference_fsod.register_fsod import BENCHMARKS, dataset_names, register_all_fsod
-from sine import add_sine_config
+from sine.config import get_sine_cfg  # noqa: E402
 from sine.data.datasets.common import datasets_root
 from sine.engine.predictor import SinePredictor
 from sine.utils.io import atomic_write_json
@@ -84,10 +83,7 @@ def get_parser():
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_sine_cfg(args.config_file, args.opts)
     if args.benchmark:
         cfg.TEST.FSOD.BENCHMARK = args.benchmark
     if args.shots:

@@ -27,13 +27,12 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from inference_fss.benchmarks import BENCHMARKS, register_fss_benchmark  # noqa: E402
-from sine import add_sine_config  # noqa: E402
+from sine.config import get_sine_cfg  # noqa: E402
 from sine.data.datasets.common import datasets_root  # noqa: E402
 from sine.data.fss_episodes import (  # noqa: E402
     SYNTHETIC_FSS_EPISODES,
@@ -108,10 +107,7 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_sine_cfg(args.config_file, args.opts)
     if args.shot is not None:
         cfg.TEST.FSS.SHOTS = args.shot
     if args.seed is not None:

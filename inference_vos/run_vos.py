@@ -22,13 +22,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from inference_vos.results import VOSResultWriter  # noqa: E402
 from inference_vos.video_reader import DAVISReader, YouTubeVOSReader  # noqa: E402
-from sine import add_sine_config  # noqa: E402
+from sine.config import get_sine_cfg  # noqa: E402
 from sine.data.datasets.common import datasets_root  # noqa: E402
 from sine.engine.predictor import SinePredictor  # noqa: E402
 from sine.engine.video_predictor import VideoPredictor  # noqa: E402
@@ -63,10 +62,7 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_sine_cfg(args.config_file, args.opts)
     cfg.freeze()
     return cfg
 

@@ -57,6 +57,12 @@ def add_sine_config(cfg):
     # How reference masks become ID tokens / prototypes (spec §2.4): "instance" (training and
     # FSS), "vos", "fsod"; see sine/modeling/transformer_decoder/reference_pooling.py.
     cfg.MODEL.SINE.REFERENCE_POOLING = "instance"
+    # Optimised inference (fused SDPA attention, cached pos-embed, lazily computed auxiliary
+    # predictions, post-processing of only the returned masks); False runs the official
+    # computation (unfused attention, no caching) with equal outputs, e.g. as a benchmark baseline.
+    cfg.MODEL.SINE.FAST_INFERENCE = True
+    cfg.MODEL.SINE.AUTOCAST_BF16 = False  # bf16 autocast of encoder and decoder; CUDA only
+    cfg.MODEL.SINE.COMPILE = False  # torch.compile the DINOv2 ViT (first call compiles)
 
     # Loss / matching
     cfg.MODEL.SINE.DEEP_SUPERVISION = True
@@ -143,3 +149,18 @@ def add_sine_config(cfg):
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "full_model"
     cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
+
+
+def get_sine_cfg(config_file=None, opts=()):
+    """A detectron2 config with the sine keys, ``config_file`` and ``KEY VALUE`` ``opts`` merged.
+
+    Not frozen, so scripts can still adjust it.
+    """
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg

@@ -10,15 +10,11 @@ from PIL import Image
 
 from demo.demo import main
 from demo.visualize import PANEL_GAP, caption_height
+from tests.tiny_model import TINY_MODEL_OPTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs/demo/sine_synthetic_tiny.yaml")
-TINY = [
-    "MODEL.DEVICE", "cpu", "MODEL.DINOV2.EMBED_DIM", "48", "MODEL.DINOV2.DEPTH", "2",
-    "MODEL.DINOV2.NUM_HEADS", "2", "MODEL.SINE.FEAT_CHANS", "32", "MODEL.SINE.MASK_DIM", "32",
-    "MODEL.SINE.NHEADS", "2", "MODEL.SINE.DIM_FEEDFORWARD", "64", "MODEL.SINE.DEC_LAYERS", "2",
-    "MODEL.SINE.NUM_QUERIES", "5", "MODEL.SINE.PAD_SIZE", "112",
-]
+TINY = list(TINY_MODEL_OPTS)
 TARGETS = {"wide": (60, 200, ".jpg"), "tall": (150, 90, ".png")}  # name: (H, W, ext)
 
 

@@ -31,13 +31,9 @@ from sine.modeling.transformer_decoder.reference_pooling import (
     fsod_prototype_sums,
     get_reference_pooling,
 )
+from tests.tiny_model import TINY_MODEL_OPTS
 
-TINY = [
-    "MODEL.DEVICE", "cpu", "MODEL.DINOV2.EMBED_DIM", "48", "MODEL.DINOV2.DEPTH", "2",
-    "MODEL.DINOV2.NUM_HEADS", "2", "MODEL.DINOV2.WEIGHTS", "", "MODEL.SINE.FEAT_CHANS", "32",
-    "MODEL.SINE.MASK_DIM", "32", "MODEL.SINE.NHEADS", "2", "MODEL.SINE.DIM_FEEDFORWARD", "64",
-    "MODEL.SINE.DEC_LAYERS", "2", "MODEL.SINE.NUM_QUERIES", "5", "MODEL.SINE.PAD_SIZE", "112",
-]
+TINY = list(TINY_MODEL_OPTS)
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs/fsod/coco_1shot.yaml")
 
 

@@ -23,13 +23,9 @@ from inference_fss.benchmarks import (
 from sine import add_sine_config
 from sine.data.fss_episodes import FSSEpisodeMapper, class_target
 from sine.modeling.transformer_decoder.reference_pooling import get_reference_pooling
+from tests.tiny_model import TINY_MODEL_OPTS
 
-TINY = [
-    "MODEL.DEVICE", "cpu", "MODEL.DINOV2.EMBED_DIM", "48", "MODEL.DINOV2.DEPTH", "2",
-    "MODEL.DINOV2.NUM_HEADS", "2", "MODEL.SINE.FEAT_CHANS", "32", "MODEL.SINE.MASK_DIM", "32",
-    "MODEL.SINE.NHEADS", "2", "MODEL.SINE.DIM_FEEDFORWARD", "64", "MODEL.SINE.DEC_LAYERS", "2",
-    "MODEL.SINE.NUM_QUERIES", "5", "MODEL.SINE.PAD_SIZE", "112", "MODEL.DINOV2.WEIGHTS", "",
-]
+TINY = list(TINY_MODEL_OPTS)
 H, W = 20, 30  # benchmark images are non-square; episodes resize them to S x S
 S = 16
 

@@ -4,8 +4,9 @@ import sys
 
 
 def test_import_registers_config_backbone_and_meta_arch():
-    import sine  # noqa: F401
     from detectron2.modeling import BACKBONE_REGISTRY, META_ARCH_REGISTRY
+
+    import sine  # noqa: F401
 
     assert "SINE" in META_ARCH_REGISTRY
     assert "DINOv2Encoder" in BACKBONE_REGISTRY

@@ -8,14 +8,9 @@ from PIL import Image
 
 from sine import add_sine_config
 from sine.engine.predictor import SinePredictor, _resize_image, _resize_masks
+from tests.tiny_model import TINY_MODEL_OPTS
 
-TINY = [
-    "MODEL.DEVICE", "cpu", "MODEL.DINOV2.EMBED_DIM", "48", "MODEL.DINOV2.DEPTH", "2",
-    "MODEL.DINOV2.NUM_HEADS", "2", "MODEL.SINE.FEAT_CHANS", "32", "MODEL.SINE.MASK_DIM", "32",
-    "MODEL.SINE.NHEADS", "2", "MODEL.SINE.DIM_FEEDFORWARD", "64", "MODEL.SINE.DEC_LAYERS", "2",
-    "MODEL.SINE.NUM_QUERIES", "5", "MODEL.SINE.PAD_SIZE", "112",
-    "MODEL.SINE.TEST.INSTANCE_SCORE_THRESH", "-1.0",
-]
+TINY = [*TINY_MODEL_OPTS, "MODEL.SINE.TEST.INSTANCE_SCORE_THRESH", "-1.0"]
 
 
 @pytest.fixture(scope="module")

@@ -23,13 +23,11 @@ from sine.engine.video_predictor import (
 )
 from sine.modeling.transformer_decoder.in_context_fusion import MaskPooling
 from sine.modeling.transformer_decoder.reference_pooling import REFERENCE_POOLING
+from tests.tiny_model import TINY_MODEL_OPTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
-    "MODEL.DEVICE", "cpu", "MODEL.DINOV2.WEIGHTS", "", "MODEL.DINOV2.EMBED_DIM", "48",
-    "MODEL.DINOV2.DEPTH", "2", "MODEL.DINOV2.NUM_HEADS", "2", "MODEL.SINE.FEAT_CHANS", "32",
-    "MODEL.SINE.MASK_DIM", "32", "MODEL.SINE.NHEADS", "2", "MODEL.SINE.DIM_FEEDFORWARD", "64",
-    "MODEL.SINE.DEC_LAYERS", "2", "MODEL.SINE.NUM_QUERIES", "5", "MODEL.SINE.PAD_SIZE", "112",
+    *TINY_MODEL_OPTS,
     # 48 x 64 frames -> masks predicted at 40 x 53, model input 84 x 112 padded to 112.
     "MODEL.SINE.VOS.SHORT_SIDE", "40",
 ]

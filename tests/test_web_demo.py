@@ -14,18 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.tiny_model import TINY_MODEL_OPTS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
-TINY = [
-    "MODEL.DEVICE", "cpu", "MODEL.DINOV2.EMBED_DIM", "48", "MODEL.DINOV2.DEPTH", "2",
-    "MODEL.DINOV2.NUM_HEADS", "2", "MODEL.SINE.FEAT_CHANS", "32", "MODEL.SINE.MASK_DIM", "32",
-    "MODEL.SINE.NHEADS", "2", "MODEL.SINE.DIM_FEEDFORWARD", "64", "MODEL.SINE.DEC_LAYERS", "2",
-    "MODEL.SINE.NUM_QUERIES", "5", "MODEL.SINE.PAD_SIZE", "112",
-]
+TINY = list(TINY_MODEL_OPTS)
 REF_HW, TARGET_HW = (120, 160), (150, 100)
 OUTPUTS = ("id", "instances", "semantic")
 ALL_OUTPUTS_SHOWN = """() => %s.every(k => {

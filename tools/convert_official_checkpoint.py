@@ -18,12 +18,11 @@ import logging
 import sys
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.modeling import META_ARCH_REGISTRY
 
 import sine  # noqa: F401  (registers the model)
 from sine.checkpoint import ENCODER_PREFIX, compare_state_dict, read_official_state_dict
-from sine.config import add_sine_config
+from sine.config import get_sine_cfg
 from sine.modeling.backbone.dinov2 import read_dinov2_state_dict
 
 logger = logging.getLogger("sine.convert")
@@ -85,11 +84,7 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    if args.config_file:
-        cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_sine_cfg(args.config_file, args.opts)
     try:
         convert(cfg, args.input, args.output, args.dinov2_weights)
     except ValueError as e:

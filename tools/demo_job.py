@@ -22,13 +22,12 @@ os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
 
 import torch  # noqa: E402
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.config import get_cfg  # noqa: E402
 from detectron2.engine import HookBase  # noqa: E402
-from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.evaluation import inference_on_dataset  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
-from sine import add_sine_config  # noqa: E402
+from sine.config import get_sine_cfg  # noqa: E402
 from sine.data.datasets.common import datasets_root  # noqa: E402
 from sine.data.datasets.register_synthetic import register_synthetic  # noqa: E402
 from sine.data.synthetic import generate_synthetic  # noqa: E402
@@ -50,10 +49,7 @@ def parse_args():
 
 
 def build_cfg(args):
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = get_sine_cfg(args.config_file, args.opts)
     cfg.OUTPUT_DIR = os.path.join(ROOT, cfg.OUTPUT_DIR)
     cfg.freeze()
     return cfg

@@ -15,12 +15,11 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.config import get_cfg
 from detectron2.data import detection_utils as utils
 from detectron2.modeling import build_model
 
 from ..checkpoint import SINECheckpointer
-from ..config import add_sine_config
+from ..config import get_sine_cfg
 from ..modeling.meta_arch.sine_model import SINEInputs
 
 logger = logging.getLogger(__name__)
@@ -122,10 +121,7 @@ class SinePredictor:
 
     @classmethod
     def from_config_file(cls, config_file, weights=None, opts=(), device=None):
-        cfg = get_cfg()
-        add_sine_config(cfg)
-        cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
+        cfg = get_sine_cfg(config_file, opts)
         if weights is not None:
             cfg.MODEL.WEIGHTS = weights
         if device is not None:
