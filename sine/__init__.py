@@ -2,8 +2,10 @@
 
 Importing the package registers its config, backbone, meta-architecture and datasets.
 """
-from . import data  # noqa: F401  (registers datasets)
-from . import modeling  # noqa: F401  (registers backbone and meta-architecture)
+from . import (
+    data,  # noqa: F401  (registers datasets)
+    modeling,  # noqa: F401  (registers backbone and meta-architecture)
+)
 from .config import add_sine_config
 from .engine.predictor import SinePredictor
 from .engine.video_predictor import VideoPredictor
