@@ -81,3 +81,52 @@ def test_evaluator_thresholds_scores_and_accumulates(tmp_path):
     assert saved["counts_bg_fg"]["8"] == {"intersection": [0, 3], "union": [0, 3]}
     evaluator.reset()
     assert evaluator.evaluate() == {}
+
+
+# 3 x 3 episodes, worked by hand. Per-class IoU divides by max(union, 1), as the HSNet logger.
+def test_empty_prediction():
+    gt = np.zeros((3, 3), int)
+    gt[0, :2] = 1
+    pred = np.zeros((3, 3), int)
+    # fg: inter 0, union 2 -> IoU 0.  bg: inter 7 (all but the 2 gt pixels), union 9 -> 7/9.
+    np.testing.assert_array_equal(episode_intersection_union(pred, gt), ([7, 0], [9, 2]))
+    scores = fss_scores(accumulate_fss([pred], [gt], [3]))
+    assert scores["mIoU"] == 0.0
+    assert scores["FB-IoU"] == pytest.approx(100 * (7 / 9 + 0) / 2)
+
+
+def test_empty_ground_truth():
+    gt = np.zeros((3, 3), int)
+    pred = np.zeros((3, 3), int)
+    pred[2, 2] = 1
+    # fg: inter 0, union 1 (the false positive) -> 0.  bg: inter 8, union 9.
+    np.testing.assert_array_equal(episode_intersection_union(pred, gt), ([8, 0], [9, 1]))
+    assert fss_scores(accumulate_fss([pred], [gt], [3]))["mIoU"] == 0.0
+
+
+def test_both_empty():
+    empty = np.zeros((3, 3), int)
+    # fg: inter 0, union 0 -> 0 / max(0, 1) = 0 (nothing to find counts as 0 for the class, as in
+    # the official logger); bg: 9 / 9. FB-IoU pools unions without that guard (official), so a
+    # fold whose every episode has an empty foreground has an undefined FB-IoU: NaN, not 50.
+    np.testing.assert_array_equal(episode_intersection_union(empty, empty), ([9, 0], [9, 0]))
+    scores = fss_scores(accumulate_fss([empty], [empty], [3]))
+    assert scores["mIoU"] == 0.0 and np.isnan(scores["FB-IoU"])
+    # One non-empty episode of the class defines it again: fg 1 / 1, bg (9 + 8) / (9 + 8).
+    gt = empty.copy()
+    gt[0, 0] = 1
+    scores = fss_scores(accumulate_fss([empty, gt], [empty, gt], [3, 3]))
+    assert scores["mIoU"] == pytest.approx(100.0) and scores["FB-IoU"] == pytest.approx(100.0)
+
+
+def test_one_pixel_object():
+    gt = np.zeros((3, 3), int)
+    gt[1, 1] = 1
+    hit, miss = gt.copy(), np.roll(gt, 1, axis=1)
+    # hit: fg 1/1, bg 8/8.  miss: fg inter 0, union 2; bg inter 7, union 9.
+    np.testing.assert_array_equal(episode_intersection_union(hit, gt), ([8, 1], [8, 1]))
+    np.testing.assert_array_equal(episode_intersection_union(miss, gt), ([7, 0], [9, 2]))
+    # Both episodes of one class: fg 1 / 3, bg 15 / 17.
+    scores = fss_scores(accumulate_fss([hit, miss], [gt, gt], [3, 3]))
+    assert scores["mIoU"] == pytest.approx(100 / 3)
+    assert scores["FB-IoU"] == pytest.approx(100 * (15 / 17 + 1 / 3) / 2)
