@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 
@@ -21,3 +22,16 @@ def golden_dir():
     if not os.path.isfile(os.path.join(path, "config.json")):
         pytest.fail(f"golden directory not found: {path} (set SINE_GOLDEN_DIR)")
     return os.path.abspath(path)
+
+
+@pytest.fixture(autouse=True)
+def _restore_project_loggers():
+    """CLIs run in-process call detectron2's setup_logger, which binds handlers to pytest's
+    per-test output streams and turns propagation off; undo that after each test so later
+    tests' ``caplog`` sees the messages and no handler writes to a closed stream."""
+    yield
+    for name in ("sine", "detectron2", "fvcore", "d2"):
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+        log.propagate = True

@@ -272,9 +272,12 @@ def test_matcher_prefers_the_query_that_fits_the_target():
 GRAD_RTOL, GRAD_ATOL_REL = 1e-4, 1e-5
 
 
-def test_training_losses_and_gradients_match_official(golden_dir, golden):
-    """One official training forward/backward: same seed -> same weighted losses and gradients."""
+@pytest.mark.parametrize("fast_inference", [True, False], ids=["fast", "reference"])
+def test_training_losses_and_gradients_match_official(golden_dir, golden, fast_inference):
+    """One official training forward/backward: same seed -> same weighted losses and gradients,
+    through the fused attention (MODEL.SINE.FAST_INFERENCE) and the official unfused one."""
     model = build_golden_model(golden_dir).train()
+    model.set_fast_inference(fast_inference)
     batched_inputs = golden_batched_inputs(golden_dir)
     torch.manual_seed(golden["train_seed"])
     losses = model(batched_inputs)

@@ -34,9 +34,13 @@ def golden(golden_dir):
     return load_golden(golden_dir)
 
 
-@pytest.fixture(scope="module")
-def model(golden_dir):
-    return build_golden_model(golden_dir)
+@pytest.fixture(scope="module", params=[True, False], ids=["fast", "reference"])
+def model(golden_dir, request):
+    """The golden model on the fast path (MODEL.SINE.FAST_INFERENCE, default) and on the
+    official computation: every golden check runs for both."""
+    model = build_golden_model(golden_dir)
+    model.set_fast_inference(request.param)
+    return model
 
 
 @pytest.fixture(scope="module")

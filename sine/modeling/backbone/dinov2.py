@@ -37,9 +37,14 @@ class PatchEmbed(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention with a fused qkv projection (keys ``qkv``, ``proj``)."""
 
+    # True: fused SDPA (memory linear in N: 4097 tokens at 896 px). False: the official
+    # softmax((q * scale) @ k^T) @ v, which materialises (B, heads, N, N). Equal up to rounding.
+    fast_inference: bool = True
+
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
         self.qkv = nn.Linear(dim, dim * 3, bias=True)
         self.proj = nn.Linear(dim, dim, bias=True)
 
@@ -47,9 +52,11 @@ class Attention(nn.Module):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        # SDPA keeps memory linear in N (4097 tokens at 896 px); equal to the official
-        # softmax(q * scale @ k^T) @ v up to float rounding (checked by the golden tests).
-        x = F.scaled_dot_product_attention(q, k, v)
+        if self.fast_inference:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            x = attn.softmax(dim=-1) @ v
         return self.proj(x.transpose(1, 2).reshape(B, N, C))
 
 
@@ -117,6 +124,9 @@ class DinoVisionTransformer(nn.Module):
     SINE uses ``x_prenorm`` (spec §1.3), so neither affects the output.
     """
 
+    # True caches the interpolated pos-embed per grid size (see cached_pos_encoding).
+    fast_inference: bool = True
+
     def __init__(
         self,
         *,
@@ -147,6 +157,9 @@ class DinoVisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
+        # (h, w) -> (state of pos_embed it was computed from, interpolated pos-embed).
+        self._pos_cache: Dict[Tuple[int, int], Tuple[tuple, torch.Tensor]] = {}
+        self._register_load_state_dict_pre_hook(self._clear_pos_cache)
 
     def interpolate_pos_encoding(self, h: int, w: int) -> torch.Tensor:
         """Positional embedding (1, 1 + h*w, C) for an h x w patch grid (spec §1.2).
@@ -174,6 +187,30 @@ class DinoVisionTransformer(nn.Module):
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, h * w, -1)
         return torch.cat([cls_pos, patch_pos], dim=1).to(self.pos_embed.dtype)
 
+    def _clear_pos_cache(self, *args) -> None:
+        self._pos_cache.clear()
+
+    def cached_pos_encoding(self, h: int, w: int) -> torch.Tensor:
+        """:meth:`interpolate_pos_encoding`, cached per grid size on the fast path.
+
+        An entry is reused only while ``pos_embed`` is unchanged: the key holds its version
+        counter (bumped by optimizer steps and ``load_state_dict``'s in-place copy), storage,
+        device and dtype. Never cached while ``pos_embed`` is being trained (the result must
+        stay in the autograd graph).
+        """
+        p = self.pos_embed
+        if not self.fast_inference or (torch.is_grad_enabled() and p.requires_grad):
+            return self.interpolate_pos_encoding(h, w)
+        state = (p._version, p.data_ptr(), p.device, p.dtype)
+        hit = self._pos_cache.get((h, w))
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        if len(self._pos_cache) >= 8:  # a handful of grid sizes is all a run ever uses
+            self._pos_cache.clear()
+        pos = self.interpolate_pos_encoding(h, w).detach()
+        self._pos_cache[(h, w)] = (state, pos)
+        return pos
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """
         Args:
@@ -188,7 +225,7 @@ class DinoVisionTransformer(nn.Module):
         h, w = H // p, W // p
         tokens = self.patch_embed(x)
         tokens = torch.cat([self.cls_token.expand(B, -1, -1), tokens], dim=1)
-        tokens = tokens + self.interpolate_pos_encoding(h, w).to(tokens.dtype)
+        tokens = tokens + self.cached_pos_encoding(h, w).to(tokens.dtype)
         for blk in self.blocks:
             tokens = blk(tokens)
         return tokens[:, 1:].transpose(1, 2).reshape(B, self.embed_dim, h, w)

@@ -3,6 +3,7 @@
 Attribute names (``image_encoder``, ``transformer_decoder``, ``criterion``) equal the official
 ones, so an official flat state dict loads with no key renaming.
 """
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -16,14 +17,17 @@ from torch import nn
 
 from ..criterion import SetCriterion
 from ..postprocessing import (
+    ResizedMaskLogits,
     identity_inference,
     instance_inference,
     resize_mask_logits,
     semantic_inference,
+    semantic_inference_resized,
 )
 from ..transformer_decoder import build_transformer_decoder
 
 __all__ = ["SINE", "SINEInputs"]
+
 
 
 @dataclass
@@ -83,6 +87,9 @@ class SINE(nn.Module):
         test_topk_per_image: int = 100,
         instance_score_thresh: float = 0.0,
         id_score_thresh: float = -1e9,
+        fast_inference: bool = True,
+        autocast_bf16: bool = False,
+        compile_encoder: bool = False,
     ):
         """
         Args:
@@ -94,6 +101,10 @@ class SINE(nn.Module):
             semantic_on, instance_on, identity_on: which results inference returns.
             test_topk_per_image: candidates kept per target before mask rescoring.
             instance_score_thresh, id_score_thresh: keep results scoring strictly above these.
+            fast_inference: optimised computation with equal outputs (see
+                :meth:`set_fast_inference`); False = the official computation.
+            autocast_bf16: run encode/decode under bf16 autocast in eval mode on CUDA.
+            compile_encoder: ``torch.compile`` the DINOv2 ViT (state-dict keys unchanged).
         """
         super().__init__()
         self.image_encoder = image_encoder
@@ -114,6 +125,11 @@ class SINE(nn.Module):
         self.test_topk_per_image = test_topk_per_image
         self.instance_score_thresh = instance_score_thresh
         self.id_score_thresh = id_score_thresh
+        self.autocast_bf16 = autocast_bf16
+        self.set_fast_inference(fast_inference)
+        if compile_encoder:
+            # nn.Module.compile keeps parameter names (torch.compile(module) would prefix them).
+            getattr(image_encoder, "encoder", image_encoder).compile()
 
     @classmethod
     def from_config(cls, cfg):
@@ -131,7 +147,29 @@ class SINE(nn.Module):
             "test_topk_per_image": test.TOPK_PER_IMAGE,
             "instance_score_thresh": test.INSTANCE_SCORE_THRESH,
             "id_score_thresh": test.ID_SCORE_THRESH,
+            "fast_inference": cfg.MODEL.SINE.FAST_INFERENCE,
+            "autocast_bf16": cfg.MODEL.SINE.AUTOCAST_BF16,
+            "compile_encoder": cfg.MODEL.SINE.COMPILE,
         }
+
+    def set_fast_inference(self, enabled: bool) -> None:
+        """Switch every submodule between the optimised and the official computation.
+
+        Fast: fused SDPA attention (ViT, fusion, decoder), pos-embed cached per grid size,
+        auxiliary predictions computed only when read, post-processing of only what is
+        returned. Official: unfused attention, everything recomputed and materialised. Both give
+        the same outputs up to float rounding; gradients flow through either.
+        """
+        self.fast_inference = bool(enabled)
+        for module in self.modules():
+            if module is not self and hasattr(module, "fast_inference"):
+                module.fast_inference = self.fast_inference
+
+    def _autocast(self):
+        """bf16 autocast for inference on CUDA when MODEL.SINE.AUTOCAST_BF16 (never on CPU)."""
+        if self.autocast_bf16 and not self.training and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def device(self) -> torch.device:
@@ -173,11 +211,18 @@ class SINE(nn.Module):
             ``MFormerDecoder.forward``); ``features`` has "tar_encoder" (B, D, h, w),
             "tar_neck" (B, C, h, w), "ref_encoder" (R, D, h, w), "ref_neck" (R, C, h, w).
         """
-        return self.run(self.prepare_inputs(batched_inputs, with_targets=False))
+        return self.run(self.prepare_inputs(batched_inputs, with_targets=False), lazy_aux=False)
 
-    def run(self, inputs: "SINEInputs") -> Tuple[List[Dict], Dict[str, torch.Tensor]]:
-        """Encode all images of a prepared batch, then decode every target."""
+    def run(self, inputs: "SINEInputs", lazy_aux: Optional[bool] = None
+            ) -> Tuple[List[Dict], Dict[str, torch.Tensor]]:
+        """Encode all images of a prepared batch, then decode every target.
+
+        ``lazy_aux``: see ``MFormerDecoder.forward`` (None = lazy on the fast path in eval).
+        """
         B = inputs.tar_images.shape[0]
+        # Only ID results wanted: the instance/semantic queries cannot affect them (fast path).
+        id_only = lazy_aux is not False and self.fast_inference and not self.training and \
+            self.identity_on and not (self.semantic_on or self.instance_on)
         enc, neck = self.encode(torch.cat([inputs.tar_images, inputs.ref_images]), True)
         features = {"tar_encoder": enc[:B], "tar_neck": neck[:B],
                     "ref_encoder": enc[B:], "ref_neck": neck[B:]}
@@ -185,7 +230,8 @@ class SINE(nn.Module):
         for b in range(B):
             refs = inputs.refs_of(b)
             outputs.append(self.decode(features["ref_neck"][refs], inputs.ref_masks[refs],
-                                       inputs.ref_labels[refs], features["tar_neck"][b:b + 1]))
+                                       inputs.ref_labels[refs], features["tar_neck"][b:b + 1],
+                                       lazy_aux=lazy_aux, id_only=id_only))
         return outputs, features
 
     def encode(self, images: torch.Tensor, return_encoder_features: bool = False):
@@ -195,12 +241,14 @@ class SINE(nn.Module):
         Returns:
             (N, C, S/14, S/14) neck features, or (encoder, neck) features if requested.
         """
-        feats = self.image_encoder(images)
+        with self._autocast():
+            feats = self.image_encoder(images)
         if return_encoder_features:
             return feats["encoder"], feats["neck"]
         return feats["neck"]
 
-    def decode(self, ref_feats, ref_masks, ref_labels, tar_feat, pooling=None) -> Dict:
+    def decode(self, ref_feats, ref_masks, ref_labels, tar_feat, pooling=None,
+               lazy_aux=None, id_only=False) -> Dict:
         """Decode one target. See ``MFormerDecoder.forward`` for arguments and outputs.
 
         Args:
@@ -209,14 +257,20 @@ class SINE(nn.Module):
             ref_labels: K int64 tensors (n_k,).
             tar_feat: (1, C, h, w) neck features of the target.
             pooling: reference-pooling variant (None = configured default).
+            lazy_aux: compute ``aux_outputs`` only when read (None = on the fast path in eval).
+            id_only: decode only the ID queries (same ID outputs; no ``pred_ins_*`` keys).
         """
-        return self.transformer_decoder(
-            ref_feats, list(ref_masks), list(ref_labels), tar_feat, pooling=pooling
-        )
+        with self._autocast():
+            return self.transformer_decoder(
+                ref_feats, list(ref_masks), list(ref_labels), tar_feat, pooling=pooling,
+                lazy_aux=lazy_aux, id_only=id_only,
+            )
 
     def inference(self, raw: Dict, inputs: "SINEInputs", b: int) -> Dict:
         """Post-process the raw outputs of target ``b`` into the enabled result types."""
         sizes = (inputs.padded_size, inputs.image_sizes[b], inputs.output_sizes[b])
+        if self.fast_inference:
+            return self._inference_fast(raw, inputs, b, sizes)
         result = {}
         if self.semantic_on:
             result["sem_seg"] = semantic_inference(
@@ -235,6 +289,31 @@ class SINE(nn.Module):
             result["id"] = identity_inference(
                 raw["pred_id_logits"][0],
                 resize_mask_logits(raw["pred_id_masks"][0], *sizes),
+                raw["ref_id_labels"][0],
+                torch.cat(inputs.ref_ids[inputs.refs_of(b)]),
+                self.test_topk_per_image,
+                self.id_score_thresh,
+            )
+        return result
+
+    def _inference_fast(self, raw: Dict, inputs: "SINEInputs", b: int, sizes) -> Dict:
+        """:meth:`inference` computing only what is returned (see ResizedMaskLogits)."""
+        result = {}
+        if self.semantic_on or self.instance_on:
+            ins_logits = raw["pred_ins_logits"][0].float()
+            ins_masks = ResizedMaskLogits(raw["pred_ins_masks"][0].float(), *sizes)
+        if self.semantic_on:
+            result["sem_seg"] = semantic_inference_resized(ins_logits, ins_masks)
+            result["sem_seg_classes"] = raw["ref_sem_labels"][0]
+        if self.instance_on:
+            result["instances"] = instance_inference(
+                ins_logits, ins_masks, raw["ref_sem_labels"][0], self.test_topk_per_image,
+                self.instance_score_thresh,
+            )
+        if self.identity_on:
+            result["id"] = identity_inference(
+                raw["pred_id_logits"][0].float(),
+                ResizedMaskLogits(raw["pred_id_masks"][0].float(), *sizes),
                 raw["ref_id_labels"][0],
                 torch.cat(inputs.ref_ids[inputs.refs_of(b)]),
                 self.test_topk_per_image,

@@ -18,8 +18,62 @@ def _with_pos(x: torch.Tensor, pos: Optional[torch.Tensor]) -> torch.Tensor:
     return x if pos is None else x + pos
 
 
+def multi_head_attention(
+    attn: nn.MultiheadAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: Optional[torch.Tensor] = None,
+    fast: bool = True,
+) -> torch.Tensor:
+    """``attn(query, key, value, attn_mask)[0]`` with the parameters of ``attn``.
+
+    ``fast=False`` is the official computation: ``nn.MultiheadAttention`` with its default
+    ``need_weights=True``, which materialises the (B * heads, L, S) softmax. ``fast=True`` is
+    fused SDPA on the same ``in_proj_weight``/``in_proj_bias``/``out_proj`` parameters (equal
+    up to float rounding; differentiable), sharing one projection matmul between inputs that
+    are the same tensor (q = k in decoder self-attention, q = k = v in fusion).
+
+    Args:
+        query: (L, B, C); key, value: (S, B, C) (sequence-first, as ``nn.MultiheadAttention``).
+        attn_mask: bool, True = may not attend; (L, S) or (B * heads, L, S).
+    Returns:
+        (L, B, C)
+    """
+    if not fast:
+        return attn(query, key, value, attn_mask=attn_mask, need_weights=True)[0]
+    L, B, C = query.shape
+    S, heads = key.shape[0], attn.num_heads
+    q, k, v = _in_projection(attn, query, key, value)
+    # (len, B, C) -> (B, heads, len, C / heads)
+    q, k, v = (t.reshape(t.shape[0], B, heads, C // heads).permute(1, 2, 0, 3) for t in (q, k, v))
+    if attn_mask is not None:
+        # SDPA's boolean masks mean the opposite: True = may attend.
+        attn_mask = ~attn_mask.reshape(-1, heads, L, S) if attn_mask.dim() == 3 else ~attn_mask
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    out = out.permute(2, 0, 1, 3).reshape(L, B, C)
+    return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def _in_projection(attn: nn.MultiheadAttention, query, key, value):
+    """q, k, v projections of ``attn``; one matmul per distinct input tensor."""
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    C = query.shape[-1]
+    if query is key and key is value:
+        return F.linear(query, w, b).chunk(3, dim=-1)
+    if query is key:
+        q, k = F.linear(query, w[: 2 * C], b[: 2 * C]).chunk(2, dim=-1)
+        return q, k, F.linear(value, w[2 * C :], b[2 * C :])
+    q = F.linear(query, w[:C], b[:C])
+    if key is value:
+        return (q, *F.linear(key, w[C:], b[C:]).chunk(2, dim=-1))
+    return q, F.linear(key, w[C : 2 * C], b[C : 2 * C]), F.linear(value, w[2 * C :], b[2 * C :])
+
+
 class SelfAttentionLayer(nn.Module):
     """Residual self-attention; queries and keys get ``query_pos``, values do not."""
+
+    fast_inference: bool = True  # fused SDPA; False = official unfused attention
 
     def __init__(self, d_model: int, nhead: int, normalize_before: bool = False):
         super().__init__()
@@ -29,7 +83,7 @@ class SelfAttentionLayer(nn.Module):
 
     def _attend(self, x, attn_mask, query_pos):
         q = k = _with_pos(x, query_pos)
-        return self.self_attn(q, k, value=x, attn_mask=attn_mask, need_weights=False)[0]
+        return multi_head_attention(self.self_attn, q, k, x, attn_mask, self.fast_inference)
 
     def forward(
         self,
@@ -53,6 +107,8 @@ class SelfAttentionLayer(nn.Module):
 class CrossAttentionLayer(nn.Module):
     """Residual cross-attention from queries to a memory sequence."""
 
+    fast_inference: bool = True  # fused SDPA; False = official unfused attention
+
     def __init__(self, d_model: int, nhead: int, normalize_before: bool = False):
         super().__init__()
         self.multihead_attn = nn.MultiheadAttention(d_model, nhead, dropout=0.0)
@@ -60,13 +116,14 @@ class CrossAttentionLayer(nn.Module):
         self.normalize_before = normalize_before
 
     def _attend(self, x, memory, attn_mask, pos, query_pos):
-        return self.multihead_attn(
-            query=_with_pos(x, query_pos),
-            key=_with_pos(memory, pos),
-            value=memory,
-            attn_mask=attn_mask,
-            need_weights=False,
-        )[0]
+        return multi_head_attention(
+            self.multihead_attn,
+            _with_pos(x, query_pos),
+            _with_pos(memory, pos),
+            memory,
+            attn_mask,
+            self.fast_inference,
+        )
 
     def forward(
         self,

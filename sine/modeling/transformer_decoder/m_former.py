@@ -5,6 +5,7 @@ renaming. The decoder works on one target at a time (batch size 1, like the offi
 because the number of reference tokens differs from target to target.
 """
 import math
+from collections.abc import Sequence
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -27,6 +28,8 @@ The registered object is called with ``cfg`` and must implement
 """
 
 PRED_KEYS = ("pred_id_logits", "pred_ins_logits", "pred_id_masks", "pred_ins_masks")
+# Outputs of the instance / semantic path, absent from an ``id_only`` decode.
+INSTANCE_KEYS = ("pred_ins_logits", "pred_ins_masks", "ins_hidden_states")
 
 
 def build_transformer_decoder(cfg) -> nn.Module:
@@ -94,12 +97,54 @@ class MFormerLayer(nn.Module):
         ]
 
 
+class LazyAuxOutputs(Sequence):
+    """``aux_outputs`` of an inference decode, each computed on first access.
+
+    Inference only reads the last prediction, so the fast path keeps the query states of the
+    earlier blocks and runs their prediction heads only if someone indexes this sequence. The
+    numbers are those of the eager computation (same function, same inputs).
+    """
+
+    def __init__(self, decoder: "MFormerDecoder", items: list, mask_features, grid,
+                 keys=PRED_KEYS):
+        """items: per level, a computed prediction dict or the query states [id, ins, sem];
+        keys: the prediction keys each level holds."""
+        self._decoder = decoder
+        self._items = items
+        self._keys = keys
+        self._mask_features = mask_features
+        self._grid = grid
+        self._grad_enabled = torch.is_grad_enabled()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(len(self))[index]]
+        item = self._items[index]
+        if not isinstance(item, dict):
+            with torch.set_grad_enabled(self._grad_enabled):
+                pred, _ = self._decoder.forward_prediction_heads(
+                    item, self._mask_features, self._grid, with_attn_mask=False
+                )
+            item = self._items[index] = {k: pred[k] for k in self._keys}
+        return item
+
+    def __repr__(self) -> str:
+        return f"LazyAuxOutputs(len={len(self)})"
+
+
 @TRANSFORMER_DECODER_REGISTRY.register()
 class MFormerDecoder(nn.Module):
     """The official SINE M-Former (training-model variant, generalised to K references).
 
     Outputs 1 + ``dec_layers`` predictions: one from the initial queries and one after each block.
     """
+
+    # True: in eval mode the auxiliary predictions are computed lazily (LazyAuxOutputs) and the
+    # cross-attention mask only where it is used. False: everything eagerly (official).
+    fast_inference: bool = True
 
     @configurable
     def __init__(
@@ -191,6 +236,8 @@ class MFormerDecoder(nn.Module):
         ref_labels: List[torch.Tensor],
         tar_feat: torch.Tensor,
         pooling: Optional[str] = None,
+        lazy_aux: Optional[bool] = None,
+        id_only: bool = False,
     ) -> Dict:
         """Decode one target given its K references.
 
@@ -201,6 +248,11 @@ class MFormerDecoder(nn.Module):
             tar_feat: (1, C, h, w) neck features of the target (same grid as the references).
             pooling: name in ``REFERENCE_POOLING`` (spec §2.4 protocol variants); None = the
                 configured ``MODEL.SINE.REFERENCE_POOLING``.
+            lazy_aux: compute ``aux_outputs`` only when accessed; None = on the fast path in
+                eval mode. Values are the same either way.
+            id_only: decode the ID queries alone (for ID results, e.g. VOS). They attend only
+                to each other and to the image, so their outputs are those of the full decode;
+                the ``pred_ins_*`` / ``ins_hidden_states`` keys are then absent.
         Returns:
             dict with (nm = sum n_k ID tokens, nc classes, nq queries, mh x mw = 4h x 4w):
             ``ref_id_labels`` (1, nm), ``ref_sem_labels`` (1, nc) sorted class ids,
@@ -208,7 +260,8 @@ class MFormerDecoder(nn.Module):
             (1, nq, nc + 1) (last = no-object), ``pred_id_masks`` (1, nm, mh, mw),
             ``pred_ins_masks`` (1, nq, mh, mw) mask logits, ``id_hidden_states`` (1, nm, D) and
             ``ins_hidden_states`` (1, nq, D) final mask embeddings, and ``aux_outputs``: one dict
-            with the four ``pred_*`` keys per earlier prediction (initial queries first).
+            with the four ``pred_*`` keys per earlier prediction (initial queries first; a
+            :class:`LazyAuxOutputs` sequence when ``lazy_aux``).
         """
         if ref_feats.shape[-2:] != tar_feat.shape[-2:]:
             raise ValueError(
@@ -220,7 +273,8 @@ class MFormerDecoder(nn.Module):
         tokens = pool(
             ref_feats, ref_masks, ref_labels, tuple(mask_features.shape[-2:]), self.mask_pooling
         )
-        return self.forward_tokens(*tokens, tar_feat, mask_features)
+        return self.forward_tokens(*tokens, tar_feat, mask_features, lazy_aux=lazy_aux,
+                                   id_only=id_only)
 
     def forward_tokens(
         self,
@@ -230,6 +284,8 @@ class MFormerDecoder(nn.Module):
         sem_labels: torch.Tensor,
         tar_feat: torch.Tensor,
         mask_features: Optional[torch.Tensor] = None,
+        lazy_aux: Optional[bool] = None,
+        id_only: bool = False,
     ) -> Dict:
         """Decode one target from already pooled reference tokens (e.g. cached prototypes).
 
@@ -238,6 +294,7 @@ class MFormerDecoder(nn.Module):
             sem_tokens: (1, nc, C) semantic prototypes; sem_labels: (nc,) their classes.
             tar_feat: (1, C, h, w) target neck features.
             mask_features: (1, D, 4h, 4w), computed from ``tar_feat`` when not given.
+            lazy_aux, id_only: see :meth:`forward`.
         Returns:
             the dict described in :meth:`forward`.
         """
@@ -251,11 +308,22 @@ class MFormerDecoder(nn.Module):
         image_pe = self.pe_layer(tar_feat).flatten(2).permute(2, 0, 1)
         id_pos = self.id_positional_prior(ref_tokens[:nm], image_feat, image_pe, grid)
         output, query_embed = self.initial_queries(ref_tokens, nm, id_pos)
+        if id_only:
+            # The self-attention mask keeps ID queries apart from the others, which therefore
+            # cannot change them: decode with zero instance and semantic queries.
+            output = [output[0], output[1][:0], output[2][:0]]
+            query_embed = [query_embed[0], query_embed[1][:0], query_embed[2][:0]]
+        if lazy_aux is None:
+            lazy_aux = self.fast_inference and not self.training
         predictions = self.decode_queries(output, query_embed, image_feat, image_pe,
-                                          mask_features, grid)
+                                          mask_features, grid, lazy_aux)
+        keys = tuple(k for k in PRED_KEYS if k not in INSTANCE_KEYS) if id_only else PRED_KEYS
         result = {"ref_id_labels": id_labels[None], "ref_sem_labels": sem_labels[None]}
-        result.update(predictions[-1])
-        result["aux_outputs"] = [{k: p[k] for k in PRED_KEYS} for p in predictions[:-1]]
+        result.update({k: v for k, v in predictions[-1].items()
+                       if not (id_only and k in INSTANCE_KEYS)})
+        aux = [{k: p[k] for k in keys} if isinstance(p, dict) else p for p in predictions[:-1]]
+        result["aux_outputs"] = LazyAuxOutputs(self, aux, mask_features, grid, keys) \
+            if lazy_aux else aux
         return result
 
     def id_positional_prior(self, id_tokens, image_feat, image_pe, grid):
@@ -319,30 +387,45 @@ class MFormerDecoder(nn.Module):
         mask[nm:, nm:] = False
         return mask[None].repeat(self.num_heads, 1, 1)
 
-    def decode_queries(self, output, query_embed, image_feat, image_pe, mask_features, grid):
-        """Run the blocks; returns 1 + depth prediction dicts (initial queries first)."""
+    def decode_queries(self, output, query_embed, image_feat, image_pe, mask_features, grid,
+                       lazy: bool = False):
+        """Run the blocks; returns 1 + depth predictions (initial queries first).
+
+        With ``lazy`` the heads of intermediate blocks are not run unless their mask drives
+        the next cross-attention; those entries are the query states [id, ins, sem] instead
+        of prediction dicts.
+        """
         nm = len(output[0])
         sa_attn_mask = self.self_attention_mask(nm, len(output[1]) + len(output[2]),
                                                 image_feat.device)
         prediction, ca_attn_mask = self.forward_prediction_heads(output, mask_features, grid)
         predictions = [prediction]
-        for layer in self.transformer_layers:
+        # The official decoder computes a mask after every block but only uses the first.
+        eager_masks = self.refresh_cross_attn_mask or not self.fast_inference
+        for i, layer in enumerate(self.transformer_layers):
             # A query whose mask blocks every location would get NaNs: let it see everything.
             ca_attn_mask[ca_attn_mask.sum(-1) == ca_attn_mask.shape[-1]] = False
             output = layer(output, query_embed, image_feat, image_pe, sa_attn_mask, ca_attn_mask)
-            prediction, new_mask = self.forward_prediction_heads(output, mask_features, grid)
+            last = i == len(self.transformer_layers) - 1
+            if lazy and not last and not self.refresh_cross_attn_mask:
+                predictions.append(output)
+                continue
+            prediction, new_mask = self.forward_prediction_heads(
+                output, mask_features, grid, with_attn_mask=eager_masks
+            )
             if self.refresh_cross_attn_mask:
                 ca_attn_mask = new_mask
             predictions.append(prediction)
         return predictions
 
-    def forward_prediction_heads(self, output, mask_features, grid):
+    def forward_prediction_heads(self, output, mask_features, grid, with_attn_mask=True):
         """Class logits, mask logits and the cross-attention mask from the current queries.
 
         Args:
             output: [id (nm,1,C), ins (nq,1,C), sem (nc+1,1,C)].
             mask_features: (1, D, mh, mw).
             grid: (h, w) cross-attention grid.
+            with_attn_mask: False skips the mask (returned as None).
         Returns:
             (prediction dict with the ``pred_*`` keys and ``id_hidden_states``/
             ``ins_hidden_states``, cross-attention mask (heads, nm + nq, h*w) bool)
@@ -352,10 +435,8 @@ class MFormerDecoder(nn.Module):
         ins_embed = self.mask_embed(ins_out)
         id_masks = torch.einsum("bqc,bchw->bqhw", id_embed, mask_features)
         ins_masks = torch.einsum("bqc,bchw->bqhw", ins_embed, mask_features)
-        attn_mask = F.interpolate(torch.cat([id_masks, ins_masks], dim=1), size=grid,
-                                  mode="bilinear", align_corners=False)
-        attn_mask = attn_mask.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1)
-        attn_mask = (attn_mask.flatten(0, 1) < 0.5).detach()
+        attn_mask = self.cross_attention_mask(id_masks, ins_masks, grid) if with_attn_mask \
+            else None
         prediction = {
             "pred_id_logits": self.id_class_embed(id_out),
             "pred_ins_logits": self.classification_logits(ins_out, sem_out),
@@ -365,6 +446,13 @@ class MFormerDecoder(nn.Module):
             "ins_hidden_states": ins_embed,
         }
         return prediction, attn_mask
+
+    def cross_attention_mask(self, id_masks, ins_masks, grid) -> torch.Tensor:
+        """(heads, nm + nq, h*w) bool, True = blocked: mask probability < 0.5 at the grid."""
+        attn_mask = F.interpolate(torch.cat([id_masks, ins_masks], dim=1), size=grid,
+                                  mode="bilinear", align_corners=False)
+        attn_mask = attn_mask.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1)
+        return (attn_mask.flatten(0, 1) < 0.5).detach()
 
     def classification_logits(self, ins_out: torch.Tensor, sem_out: torch.Tensor) -> torch.Tensor:
         """Scaled cosine similarity (1, nq, C) x (1, nc + 1, C) -> (1, nq, nc + 1)."""
