@@ -243,6 +243,7 @@ def test_bf16_autocast_option_is_ignored_on_cpu(model):
     torch.manual_seed(0)
     bf16 = build_model(_cfg("MODEL.SINE.AUTOCAST_BF16", "True")).eval()
     bf16.load_state_dict(model.state_dict())
+    bf16.set_fast_inference(model.fast_inference)
     with torch.no_grad():
         expected, _ = model.forward_raw(_inputs()[:1])
         got, _ = bf16.forward_raw(_inputs()[:1])

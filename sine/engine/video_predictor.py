@@ -389,7 +389,9 @@ class VideoPredictor:
                 feats.float(), ref_masks, ref_labels, tuple(mask_features.shape[-2:]),
                 decoder.mask_pooling,
             )
-        return decoder.forward_tokens(*tokens, tar_feat, mask_features)
+        # VOS reads only the ID outputs; ID queries attend to nothing else, so skipping the
+        # instance/semantic queries leaves them unchanged.
+        return decoder.forward_tokens(*tokens, tar_feat, mask_features, id_only=True)
 
     def _postprocess(self, raw: Dict, prepared: _PreparedFrame):
         """ID output (spec §5.3) at the work size -> ({id: (h, w) bool}, {id: score})."""
