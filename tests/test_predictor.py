@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from detectron2.structures import Instances
 from PIL import Image
 
-from sine import add_sine_config
+from sine.config import get_sine_cfg
 from sine.engine.predictor import SinePredictor, _resize_image, _resize_masks
 from tests.tiny_model import TINY_MODEL_OPTS
 
@@ -16,10 +15,7 @@ TINY = [*TINY_MODEL_OPTS, "MODEL.SINE.TEST.INSTANCE_SCORE_THRESH", "-1.0"]
 @pytest.fixture(scope="module")
 def predictor():
     torch.manual_seed(0)
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    cfg.merge_from_list(TINY)
-    return SinePredictor(cfg)
+    return SinePredictor(get_sine_cfg(opts=TINY))
 
 
 def _scene(h, w, seed):

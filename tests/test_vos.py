@@ -8,11 +8,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
 from PIL import Image
 
 from inference_vos import run_vos
-from sine import add_sine_config
+from sine.config import get_sine_cfg
 from sine.data.synthetic.videos import davis_palette
 from sine.engine.predictor import SinePredictor
 from sine.engine.video_predictor import (
@@ -36,10 +35,7 @@ TINY = [
 @pytest.fixture(scope="module")
 def predictor():
     torch.manual_seed(0)
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    cfg.merge_from_list(TINY)
-    return SinePredictor(cfg)
+    return SinePredictor(get_sine_cfg(opts=TINY))
 
 
 def video_predictor(predictor, **vos):
