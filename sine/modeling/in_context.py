@@ -1,0 +1,167 @@
+"""The inference surface every in-context segmenter of the package implements.
+
+Every caller (predictor, video predictor, FSS/FSOD/VOS suites, demos, label CLI) talks to a
+model only through these methods, so a new model (SINE, SegIC, ...) needs no caller changes:
+
+    images   = torch.stack([model.preprocess_image(im, S) for im in uint8_images])  # (N, 3, S, S)
+    features = model.encode(images)                                    # Features, batch N
+    tokens   = model.reference_tokens(select_features(features, refs), masks, labels, ids)
+    result   = model.segment(select_features(features, [t]), tokens, geometry,
+                             outputs={"id", "sem_seg"})
+
+``forward`` of a model is prepare -> encode -> reference_tokens -> segment (training adds losses).
+"""
+from abc import abstractmethod
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ALL_OUTPUTS",
+    "Features",
+    "ImageGeometry",
+    "InContextSegmenter",
+    "ReferenceTokens",
+    "check_outputs",
+    "select_features",
+]
+
+#: Output kinds a caller can ask :meth:`InContextSegmenter.segment` for.
+#: "id": one result per reference entity (``Instances`` with pred_ids);
+#: "instances": class-level instance detections (``Instances``);
+#: "sem_seg": per-class region scores (C, H, W) with "sem_seg_classes" (C,).
+ALL_OUTPUTS: FrozenSet[str] = frozenset({"id", "instances", "sem_seg"})
+
+#: What :meth:`InContextSegmenter.encode` returns: named tensors whose first dimension is the
+#: image index (N, ...). Model-specific keys; callers only slice them (:func:`select_features`).
+Features = Dict[str, torch.Tensor]
+
+
+def select_features(features: Features, index: Union[int, slice, Sequence[int]]) -> Features:
+    """Features of some images of a batch, keeping the batch dimension ((n, ...) per key)."""
+    if isinstance(index, int):
+        index = slice(index, index + 1)
+    elif not isinstance(index, slice):
+        index = torch.as_tensor(list(index), dtype=torch.long)
+    return {k: v[index] if not isinstance(index, torch.Tensor) else v[index.to(v.device)]
+            for k, v in features.items()}
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """Plain sizes that map decoder outputs back to the caller's image (as SAM's
+    ``postprocess_masks``): the model input is ``padded_size``; the image occupies its top-left
+    ``image_size``; results are returned at ``output_size``. All (height, width)."""
+
+    padded_size: Tuple[int, int]
+    image_size: Tuple[int, int]
+    output_size: Tuple[int, int]
+
+
+@dataclass
+class ReferenceTokens:
+    """Everything a model needs from the references of one target, computed once and reusable
+    for any number of targets (cached by the predictors and the suites).
+
+    Common fields (n = number of reference entities, i.e. masks, over all reference images):
+        labels: (n,) int64 class id of every entity.
+        ids: (n,) int64 instance id of every entity (returned as ``pred_ids`` of "id").
+        names: optional class name of every entity (SegIC's text prompt; captions).
+    Models subclass this with their own tensors (e.g. SINE's ID / semantic tokens, SegIC's
+    prototypes and text embeddings); callers treat those as opaque.
+    """
+
+    labels: torch.Tensor
+    ids: torch.Tensor
+    names: Optional[List[str]] = field(default=None, kw_only=True)
+
+    def to(self, device) -> "ReferenceTokens":
+        """A copy with every tensor field moved to ``device``."""
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                 for k, v in self.__dict__.items()}
+        return type(self)(**moved)
+
+
+class InContextSegmenter(nn.Module):
+    """Abstract in-context segmenter: the one surface of :mod:`sine.modeling` models.
+
+    Attributes every implementation sets:
+        pad_size: square side S every image is zero-padded to (a multiple of the patch size).
+        size_divisibility: the patch size.
+    """
+
+    pad_size: int
+    size_divisibility: int
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.buffers()).device
+
+    @abstractmethod
+    def preprocess_image(self, image: torch.Tensor, size: int) -> torch.Tensor:
+        """uint8 (3, H, W) image (H, W <= size) -> normalised float (3, size, size), padded
+        bottom/right as the model's official pipeline pads."""
+
+    @abstractmethod
+    def encode(self, images: torch.Tensor) -> Features:
+        """(N, 3, S, S) preprocessed images -> :data:`Features` (the cacheable backbone pass)."""
+
+    @abstractmethod
+    def reference_tokens(
+        self,
+        features: Features,
+        masks: Sequence[torch.Tensor],
+        labels: Sequence[torch.Tensor],
+        ids: Optional[Sequence[torch.Tensor]] = None,
+        *,
+        pooling: Optional[str] = None,
+        names: Optional[Sequence[str]] = None,
+    ) -> ReferenceTokens:
+        """Tokens of K reference images.
+
+        Args:
+            features: features of the K reference images (batch K).
+            masks: K bool tensors (n_k, S, S), padded like the images.
+            labels: K int64 tensors (n_k,) of class ids.
+            ids: K int64 tensors (n_k,) of instance ids (default: 0, 1, ... over all masks).
+            pooling: protocol variant of the reference pooling (spec §2.4; None = configured).
+            names: class name of every entity, in mask order (optional).
+        """
+
+    @abstractmethod
+    def segment(
+        self,
+        target_features: Features,
+        tokens: ReferenceTokens,
+        geometry: ImageGeometry,
+        outputs: Iterable[str] = ALL_OUTPUTS,
+    ) -> Dict:
+        """Segment one target (features of batch 1) given reference tokens.
+
+        Decides from ``outputs`` (a subset of :data:`ALL_OUTPUTS`) what to decode and
+        post-process (e.g. only ID queries when only "id" is asked), applies the model's
+        autocast/fast-path settings, and returns results at ``geometry.output_size``:
+        {"id": Instances, "instances": Instances, "sem_seg": (C, H, W), "sem_seg_classes": (C,)}
+        restricted to what was asked and what the model produces (documented per model).
+        """
+
+    def supported_outputs(self) -> FrozenSet[str]:
+        """Output kinds this model can produce (a subset of :data:`ALL_OUTPUTS`)."""
+        return ALL_OUTPUTS
+
+
+def check_outputs(outputs: Iterable[str], supported: FrozenSet[str]) -> FrozenSet[str]:
+    """Validate a requested output set; a clear error names unknown or unsupported kinds."""
+    outputs = frozenset(outputs)
+    unknown = outputs - ALL_OUTPUTS
+    if unknown:
+        raise ValueError(f"unknown output kind(s) {sorted(unknown)}; choose from "
+                         f"{sorted(ALL_OUTPUTS)}")
+    missing = outputs - supported
+    if missing:
+        raise ValueError(f"this model does not produce {sorted(missing)}; it produces "
+                         f"{sorted(supported)}")
+    return outputs
+
