@@ -26,6 +26,8 @@ import _common as C  # noqa: N812  (also puts the repository on sys.path)
 import torch
 from detectron2.structures import Instances
 
+from sine.modeling.in_context import ImageGeometry, select_features
+
 ARCHS = ("vit_small", "vit_base", "vit_large")
 OUTPUT_SIZE = (480, 640)
 STAGES = ("encode", "decode", "post-process")
@@ -91,10 +93,17 @@ def stage_times(model, path, inputs, sync):
         out = {}
         out["encode"] = C.timed(lambda: out.setdefault("feats", model.encode(images)), sync)
         feats = out.pop("feats")
-        out["decode"] = C.timed(lambda: out.setdefault("raw", model.decode(
-            feats[1:], batch.ref_masks, batch.ref_labels, feats[:1])), sync)
-        raw = out.pop("raw")
-        out["post-process"] = C.timed(lambda: model.inference(raw, batch, 0), sync)
+
+        def decode():  # reference pooling + decoder, as one stage
+            tokens = model.reference_tokens(select_features(feats, slice(1, None)),
+                                            batch.ref_masks, batch.ref_labels, batch.ref_ids)
+            return tokens, model.decode_tokens(select_features(feats, 0), tokens)
+
+        out["decode"] = C.timed(lambda: out.setdefault("raw", decode()), sync)
+        tokens, raw = out.pop("raw")
+        geometry = ImageGeometry(batch.padded_size, batch.image_sizes[0], batch.output_sizes[0])
+        out["post-process"] = C.timed(lambda: model.postprocess(
+            raw, tokens, geometry, model.default_outputs()), sync)
     return out
 
 

@@ -35,7 +35,6 @@ import time
 import _common as C  # noqa: N812  (also puts the repository on sys.path)
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 PATHS = ("cached", "reencode", "per-object", "cached-id-only")
 
@@ -72,7 +71,9 @@ def synthetic_video(num_objects: int, length: int, size, seed: int = 0):
 
 # ------------------------------------------------------------------ predictors
 def per_object_predictor_class():
+    from sine.engine.predictor import pad_masks
     from sine.engine.video_predictor import VideoPredictor
+    from sine.modeling.in_context import concat_features
 
     class PerObjectReencoding(VideoPredictor):
         """Official cost model: each object re-encodes all of its memory frames every step."""
@@ -86,10 +87,9 @@ def per_object_predictor_class():
                 for i in range(0, len(images), self.encode_chunk):
                     feats.append(self._encode(images[i:i + self.encode_chunk]))
                 for e in entries:
-                    m = e.payload[1][None]
-                    masks.append(F.pad(m, (0, size - m.shape[-1], 0, size - m.shape[-2])))
+                    masks.append(pad_masks(e.payload[1][None], size))
                     labels.append(torch.tensor([obj_id], device=self.device))
-            return torch.cat(feats), masks, labels
+            return concat_features(feats), masks, labels
 
     return PerObjectReencoding
 

@@ -37,7 +37,7 @@ from inference_fsod.prototype_cache import load_or_compute_prototypes, prototype
 from inference_fsod.register_fsod import BENCHMARKS, dataset_names, register_all_fsod
 from sine.config import get_sine_cfg  # noqa: E402
 from sine.data.datasets.common import datasets_root
-from sine.engine.predictor import SinePredictor
+from sine.engine.predictor import build_in_context_model
 from sine.utils.io import atomic_write_json
 
 logger = logging.getLogger("inference_fsod")
@@ -119,14 +119,14 @@ class FSODRun:
         self.fsod = cfg.TEST.FSOD
         self.cache_dir = cache_dir
         self.run_dir = os.path.join(cfg.OUTPUT_DIR, f"{self.fsod.BENCHMARK}_{self.fsod.SHOTS}shot")
-        self._predictor = None
+        self._model = None
         self._test_records = None
 
-    @property
-    def predictor(self):
-        if self._predictor is None:  # built only if some seed has to run
-            self._predictor = SinePredictor(self.cfg)
-        return self._predictor
+    def model(self):
+        """The model, built on first use (only if some seed has to run)."""
+        if self._model is None:
+            self._model = build_in_context_model(self.cfg)
+        return self._model
 
     def metrics_path(self, seed):
         return os.path.join(self.run_dir, f"seed{seed}", "metrics.json")
@@ -139,8 +139,8 @@ class FSODRun:
         ref_classes = MetadataCatalog.get(ref_name).thing_classes
         if ref_classes != MetadataCatalog.get(test_name).thing_classes:
             raise ValueError(f"'{ref_name}' and '{test_name}' have different class lists")
-        class_ids, prototypes = load_or_compute_prototypes(
-            self.predictor, self.cfg, ref_name, self.cache_dir, self.fsod.REF_BATCH_SIZE
+        tokens = load_or_compute_prototypes(
+            self.model, self.cfg, ref_name, self.cache_dir, self.fsod.REF_BATCH_SIZE
         )
         loader = build_detection_test_loader(
             self._test_records, mapper=FSODTestMapper(self.cfg.MODEL.SINE.PAD_SIZE),
@@ -148,7 +148,7 @@ class FSODRun:
         )
         seed_dir = os.path.dirname(self.metrics_path(seed))
         evaluator = NovelClassCOCOEvaluator(test_name, output_dir=seed_dir)
-        model = PrototypeInstanceSegmenter(self.predictor.model, class_ids, prototypes)
+        model = PrototypeInstanceSegmenter(self.model(), tokens)
         results = inference_on_dataset(model, loader, evaluator)
         if comm.is_main_process():
             atomic_write_json(self.metrics_path(seed), {

@@ -1,22 +1,24 @@
-"""The one-off reference step of the FSOD protocol: class prototypes, cached on disk.
+"""The one-off reference step of the FSOD protocol: reference tokens, cached on disk.
 
 The official pipeline runs a "preprocess" pass that encodes every reference image and stores the
 pooled class prototypes, then a test pass that decodes every test image with those prototypes
 (spec §7.2). Here :func:`load_or_compute_prototypes` does the first pass once per
-(weights, references = K and seed) and saves ``{class_ids, prototypes}``; a rerun loads the file
-and encodes no reference image.
+(weights, references = K and seed) through the model's surface (``encode`` in batches, then one
+``reference_tokens`` over every reference; for SINE with the "fsod" pooling: one prototype per
+class, no ID token) and saves the tokens; a rerun loads the file and encodes no reference image.
 """
 import hashlib
 import json
 import logging
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
-from sine.modeling.transformer_decoder.reference_pooling import fsod_prototype_sums
+from sine.engine.predictor import pad_masks
+from sine.modeling.in_context import InContextSegmenter, ReferenceTokens, concat_features
 from sine.utils.io import atomic_write
 
 from .data import group_references_by_image, read_reference_image
@@ -59,68 +61,64 @@ def _cache_path(cache_dir: str, key: Dict) -> str:
 
 @torch.no_grad()
 def compute_prototypes(
-    predictor, records: List[Dict], num_classes: int, batch_size: int = 4
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Encode every reference image once and pool one prototype per class ("fsod" pooling).
+    model: InContextSegmenter, records: List[Dict], batch_size: int = 4,
+    class_names: Optional[List[str]] = None,
+) -> ReferenceTokens:
+    """Encode every reference image once and pool the reference tokens of all of them.
 
     Args:
-        predictor: a ``SinePredictor`` (its model encodes; images use its ``image_size``).
+        model: the in-context model (its configured reference pooling; "fsod" for SINE).
         records: reference records (annotations with contiguous ``category_id``).
-        num_classes: size of the contiguous class space.
         batch_size: reference images per encoder batch.
+        class_names: the contiguous class names; classes without a reference mask are logged.
     Returns:
-        class_ids (nc,) int64 and prototypes (nc, C) float32, on the CPU, for the classes that
-        have at least one reference pixel.
+        the reference tokens, on the CPU.
     """
     groups = group_references_by_image(records)
-    sums, counts = None, None
+    size = model.pad_size
+    features, masks, labels = [], [], []
     for start in range(0, len(groups), batch_size):
-        batch = [read_reference_image(r, predictor.image_size)
-                 for r in groups[start:start + batch_size]]
+        batch = [read_reference_image(r, size) for r in groups[start:start + batch_size]]
         batch = [b for b in batch if len(b[1])]
         if not batch:
             continue
-        refs = predictor.encode_references(
-            [b[0] for b in batch], [b[1] for b in batch], [b[2] for b in batch],
-            [torch.arange(len(b[2])) for b in batch],
-        )
-        # Pooling runs on the 4x mask-feature grid of the decoder (spec §2.1).
-        grid = tuple(4 * s for s in refs.feats.shape[-2:])
-        labels, part_sums, part_counts = fsod_prototype_sums(refs.feats, refs.masks, refs.labels,
-                                                             grid)
-        if sums is None:
-            sums = part_sums.new_zeros((num_classes, part_sums.shape[1]))
-            counts = part_counts.new_zeros((num_classes,))
-        sums[labels] += part_sums
-        counts[labels] += part_counts
+        images = torch.stack([model.preprocess_image(b[0], size) for b in batch])
+        features.append(model.encode(images))
+        masks += [pad_masks(b[1], size).to(model.device) for b in batch]
+        labels += [b[2].to(model.device) for b in batch]
         logger.info("Encoded reference images %d-%d of %d", start + 1, start + len(batch),
                     len(groups))
-    if sums is None:
+    if not features:
         raise ValueError("no reference image has a non-empty mask; cannot build prototypes")
-    present = torch.where(counts > 0)[0]
-    prototypes = sums[present] / (counts[present, None] + 1e-8)
-    return present.cpu(), prototypes.float().cpu()
+    present = set(torch.cat(labels).tolist())
+    missing = [name for c, name in enumerate(class_names or []) if c not in present]
+    if missing:
+        logger.warning("no reference for classes %s: they cannot be predicted", missing)
+    return model.reference_tokens(concat_features(features), masks, labels).to("cpu")
 
 
 def _load(path: str, key: Dict):
     if not os.path.isfile(path):
         return None
     data = torch.load(path, map_location="cpu")
-    if data.get("key") != key:
-        logger.warning("Ignoring prototype cache %s: it was made for %s", path, data.get("key"))
+    if data.get("key") != key or "tokens" not in data:
+        logger.warning("Ignoring prototype cache %s: it was made for %s or by an older version",
+                       path, data.get("key"))
         return None
-    return data["class_ids"], data["prototypes"]
+    return ReferenceTokens.from_dict(data["tokens"])
 
 
 def load_or_compute_prototypes(
-    predictor, cfg, dataset_name: str, cache_dir: str, batch_size: int = 4
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Class prototypes of reference set ``dataset_name``, from the cache or computed once.
+    get_model, cfg, dataset_name: str, cache_dir: str, batch_size: int = 4
+) -> ReferenceTokens:
+    """Reference tokens of reference set ``dataset_name``, from the cache or computed once.
 
     In a multi-process run the main process computes and saves them; the others load the file.
 
+    Args:
+        get_model: zero-argument callable returning the model (called only on a cache miss).
     Returns:
-        class_ids (nc,) int64 contiguous ids and prototypes (nc, C), on the CPU.
+        the tokens (contiguous class ids), on the CPU.
     """
     key = prototype_cache_key(cfg, dataset_name)
     path = _cache_path(cache_dir, key)
@@ -130,15 +128,9 @@ def load_or_compute_prototypes(
             meta = MetadataCatalog.get(dataset_name)
             records = DatasetCatalog.get(dataset_name)
             logger.info("Computing prototypes of '%s' (%d references)", dataset_name, len(records))
-            class_ids, prototypes = compute_prototypes(
-                predictor, records, len(meta.thing_classes), batch_size
-            )
-            missing = sorted(set(range(len(meta.thing_classes))) - set(class_ids.tolist()))
-            if missing:
-                logger.warning("'%s' has no reference for classes %s: they cannot be predicted",
-                               dataset_name, [meta.thing_classes[i] for i in missing])
+            tokens = compute_prototypes(get_model(), records, batch_size, meta.thing_classes)
             with atomic_write(path, "wb") as f:
-                torch.save({"key": key, "class_ids": class_ids, "prototypes": prototypes}, f)
+                torch.save({"key": key, "tokens": tokens.to_dict()}, f)
             logger.info("Saved prototypes to %s", path)
         else:
             logger.info("Loaded cached prototypes %s", path)

@@ -39,7 +39,7 @@ from sine.data.fss_episodes import (  # noqa: E402
     FSSEpisodeMapper,
     register_synthetic_fss_episodes,
 )
-from sine.engine.predictor import SinePredictor  # noqa: E402
+from sine.engine.predictor import build_in_context_model  # noqa: E402
 from sine.evaluation.fss_evaluation import FSSEvaluator, episode_intersection_union  # noqa: E402
 from sine.utils.io import atomic_write, atomic_write_json  # noqa: E402
 
@@ -112,10 +112,6 @@ def setup_cfg(args):
         cfg.TEST.FSS.SHOTS = args.shot
     if args.seed is not None:
         cfg.TEST.FSS.SEED = args.seed
-    # Only the semantic map is evaluated; the other outputs would only cost post-processing.
-    cfg.MODEL.SINE.TEST.SEMANTIC_ON = True
-    cfg.MODEL.SINE.TEST.INSTANCE_ON = False
-    cfg.MODEL.SINE.TEST.IDENTITY_ON = False
     cfg.freeze()
     return cfg
 
@@ -187,7 +183,7 @@ def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episo
     """Evaluate (or finish evaluating) the episodes of dataset ``name``.
 
     Args:
-        get_model: zero-argument callable returning the SINE model; called only once the
+        get_model: zero-argument callable returning the model; called only once the
             episodes have been read (missing data fails before a large model is built) and
             some episode remains to be computed.
         on_episode: optional ``(dataset name, episode id) -> None`` called after each episode.
@@ -235,7 +231,8 @@ def _run_episodes(cfg, get_model, todo, evaluator, save, period, on_episode, nam
     with torch.no_grad(), tqdm(total=total, initial=total - len(todo), desc=name,
                                dynamic_ncols=True) as bar:
         for i, batch in enumerate(loader, 1):
-            evaluator.process(batch, model(batch))
+            # Only the semantic map is evaluated; other outputs would only cost post-processing.
+            evaluator.process(batch, model.segment_batch(batch, outputs={"sem_seg"}))
             bar.update(len(batch))
             if i % period == 0:
                 save()
@@ -272,7 +269,7 @@ def main(argv=None, on_episode=None):
         setup_logger(output=args.output, name=name)
     cfg = setup_cfg(args)
     names = register_folds(args, cfg)
-    get_model = functools.cache(lambda: SinePredictor(cfg).model)
+    get_model = functools.cache(lambda: build_in_context_model(cfg))
     fold_results = {}
     for fold, name in names:
         fold_dir = os.path.join(args.output, name)

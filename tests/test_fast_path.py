@@ -139,7 +139,7 @@ def test_resized_mask_logits_equal_full_resizing():
 def test_lazy_aux_outputs_equal_eager_ones(model):
     inputs = model.prepare_inputs(_inputs(), with_targets=False)
     with torch.no_grad():
-        feats = model.encode(torch.cat([inputs.tar_images, inputs.ref_images]))
+        feats = model.encode(torch.cat([inputs.tar_images, inputs.ref_images]))["neck"]
         args = (feats[2:3], inputs.ref_masks[:1], inputs.ref_labels[:1], feats[:1])
         lazy = model.decode(*args, lazy_aux=True)
         eager = model.decode(*args, lazy_aux=False)
@@ -214,7 +214,7 @@ def test_pos_embed_cache_is_invalidated_when_weights_change():
 def test_id_only_decode_gives_the_id_outputs_of_the_full_decode(model):
     inputs = model.prepare_inputs(_inputs(), with_targets=False)
     with torch.no_grad():
-        feats = model.encode(torch.cat([inputs.tar_images, inputs.ref_images]))
+        feats = model.encode(torch.cat([inputs.tar_images, inputs.ref_images]))["neck"]
         args = (feats[2:4], inputs.ref_masks[1:3], inputs.ref_labels[1:3], feats[1:2])
         full = model.decode(*args, lazy_aux=False)
         id_only = model.decode(*args, lazy_aux=False, id_only=True)

@@ -25,7 +25,8 @@ from inference_fsod.register_fsod import (
 )
 from sine import add_sine_config
 from sine.data.synthetic import generate_synthetic
-from sine.engine.predictor import SinePredictor
+from sine.modeling.in_context import ImageGeometry, ReferenceTokens
+from sine.modeling.meta_arch.sine_model import SINEReferenceTokens
 from sine.modeling.transformer_decoder.in_context_fusion import MaskPooling
 from sine.modeling.transformer_decoder.reference_pooling import (
     fsod_prototype_sums,
@@ -103,41 +104,56 @@ def test_fsod_prototypes_pool_each_class_over_all_references():
 
 # ------------------------------------------------------------------ decoder with nm = 0
 def test_decoder_without_id_queries_and_batched_prototypes_match_joint_pooling(tiny_model):
-    """Prototypes accumulated over reference batches decode exactly like decode(pooling="fsod")."""
+    """Prototypes accumulated over reference batches decode like reference_tokens(pooling=
+    "fsod") over all references, and the FSOD segmenter decodes through ``segment``."""
     torch.manual_seed(1)
     images = [torch.randint(0, 255, (3, 112, 90), dtype=torch.uint8) for _ in range(3)]
-    masks = [torch.zeros(n, 112, 90, dtype=torch.bool) for n in (2, 1, 1)]
+    masks = [torch.zeros(n, 112, 112, dtype=torch.bool) for n in (2, 1, 1)]
     masks[0][0, 10:50, 10:40] = masks[0][1, 30:80, 20:70] = True
     masks[1][0, 50:100, 5:60] = masks[2][0, 0:60, 40:90] = True
     labels = [torch.tensor([0, 1]), torch.tensor([1]), torch.tensor([0])]
-    cfg = _tiny_cfg()
-    predictor = SinePredictor.__new__(SinePredictor)  # reuse the module's model, no reload
-    predictor.model, predictor.image_size = tiny_model, cfg.MODEL.SINE.PAD_SIZE
+    model = tiny_model
     with torch.no_grad():
-        refs = predictor.encode_references(images, masks, labels, [torch.arange(2)] * 3)
-        tar = tiny_model.encode(tiny_model.preprocess_image(images[1], 112)[None])
-        joint = tiny_model.decode(refs.feats, refs.masks, refs.labels, tar, pooling="fsod")
-        grid = tuple(4 * s for s in refs.feats.shape[-2:])
-        parts = [fsod_prototype_sums(refs.feats[i:j], refs.masks[i:j], refs.labels[i:j], grid)
+        feats = model.encode(torch.stack([model.preprocess_image(im, 112) for im in images]))
+        tar = model.encode(model.preprocess_image(images[1], 112)[None])
+        joint = model.reference_tokens(feats, masks, labels, pooling="fsod")
+        grid = tuple(4 * s for s in feats["neck"].shape[-2:])
+        parts = [fsod_prototype_sums(feats["neck"][i:j], masks[i:j], labels[i:j], grid)
                  for i, j in ((0, 1), (1, 3))]
-        sums = parts[0][1] + parts[1][1]
-        counts = parts[0][2] + parts[1][2]
-        protos = sums / (counts[:, None] + 1e-8)
-        segmenter = PrototypeInstanceSegmenter(tiny_model, torch.tensor([0, 1]), protos)
-        raw = tiny_model.transformer_decoder.forward_tokens(
-            protos.new_zeros((1, 0, 32)), protos[None], torch.zeros(0, dtype=torch.long),
-            segmenter.class_ids, tar)
+        protos = (parts[0][1] + parts[1][1]) / (parts[0][2] + parts[1][2] + 1e-8)[:, None]
+        cached = SINEReferenceTokens.from_prototypes(torch.tensor([0, 1]), protos)
+        raw_joint = model.decode_tokens(tar, joint, lazy_aux=False)
+        raw_cached = model.decode_tokens(tar, cached, lazy_aux=False)
     # With no ID query the official self-attention mask blocks nothing.
     assert not tiny_model.transformer_decoder.self_attention_mask(0, 5 + 3, "cpu").any()
-    assert joint["pred_id_logits"].shape == (1, 0, 2) and joint["pred_id_masks"].shape[1] == 0
-    assert joint["pred_ins_logits"].shape == (1, 5, 3)
-    assert torch.isfinite(joint["pred_ins_logits"]).all()
-    assert torch.isfinite(joint["pred_ins_masks"]).all()
+    assert joint.id_tokens.shape == (1, 0, 32) and joint.sem_labels.tolist() == [0, 1]
+    assert raw_joint["pred_id_logits"].shape == (1, 0, 2)
+    assert raw_joint["pred_id_masks"].shape[1] == 0
+    assert raw_joint["pred_ins_logits"].shape == (1, 5, 3)
+    assert torch.isfinite(raw_joint["pred_ins_logits"]).all()
+    assert torch.isfinite(raw_joint["pred_ins_masks"]).all()
+    torch.testing.assert_close(cached.sem_tokens, joint.sem_tokens, rtol=1e-4, atol=1e-5)
     for key in ("pred_ins_logits", "pred_ins_masks"):
-        torch.testing.assert_close(raw[key], joint[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(raw_cached[key], raw_joint[key], rtol=1e-4, atol=1e-5)
+    segmenter = PrototypeInstanceSegmenter(tiny_model, cached)
     out = segmenter([{"image": images[1], "height": 60, "width": 48}])[0]["instances"]
     assert out.image_size == (60, 48) and out.pred_masks.shape[1:] == (60, 48)
     assert set(out.pred_classes.tolist()) <= {0, 1} and (out.scores > 0).all()
+    expected = model.segment(tar, cached, ImageGeometry((112, 112), (112, 90), (60, 48)),
+                             outputs={"instances"})["instances"]
+    assert torch.equal(out.pred_masks, expected.pred_masks)
+    torch.testing.assert_close(out.scores, expected.scores)
+
+
+def test_cached_tokens_round_trip_through_the_cache_format(tiny_model):
+    protos = torch.randn(3, 32)
+    tokens = SINEReferenceTokens.from_prototypes(torch.tensor([1, 4, 6]), protos)
+    loaded = ReferenceTokens.from_dict(tokens.to_dict())
+    assert type(loaded) is SINEReferenceTokens
+    for name in ("labels", "ids", "id_tokens", "sem_tokens", "sem_labels"):
+        assert torch.equal(getattr(loaded, name), getattr(tokens, name)), name
+    with pytest.raises(ValueError, match="not a ReferenceTokens"):
+        ReferenceTokens.from_dict({"type": "torch:Tensor", "fields": {}})
 
 
 # ------------------------------------------------------------------ TFA-layout registration

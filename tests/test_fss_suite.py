@@ -300,7 +300,7 @@ def test_k_shots_give_one_prototype_pooled_jointly(tmp_path, registered):
     model = build_model(cfg).eval()
     with torch.no_grad():
         inputs = model.prepare_inputs([x], with_targets=False)
-        feats = model.encode(inputs.ref_images)
+        feats = model.encode(inputs.ref_images)["neck"]
         size = (4 * feats.shape[-2], 4 * feats.shape[-1])
         decoder = model.transformer_decoder
         _, sem_tokens, id_labels, sem_labels = get_reference_pooling("instance")(
@@ -396,3 +396,19 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_root
     assert again == []  # finished folds are skipped
     with pytest.raises(ValueError, match="other settings"):
         _cli(tmp_path / "resumed", "--seed", "1")
+
+
+def test_cli_segments_through_the_model_surface_asking_only_the_semantic_map(
+        synthetic_root, tmp_path, monkeypatch):
+    from sine.modeling.meta_arch.sine_model import SINE
+
+    asked = []
+    segment = SINE.segment
+
+    def spy(self, features, tokens, geometry, outputs):
+        asked.append(frozenset(outputs))
+        return segment(self, features, tokens, geometry, outputs)
+
+    monkeypatch.setattr(SINE, "segment", spy)
+    _cli(tmp_path / "out", "--num-episodes", "3")
+    assert asked == [frozenset({"sem_seg"})] * 3

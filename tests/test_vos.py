@@ -93,14 +93,39 @@ def test_vit_runs_once_per_frame(predictor):
         hook.remove()
     assert calls == [1] * len(frames)  # one image per frame, memory frames never re-encoded
     assert vp.num_memory_frames >= 6  # ... although the memory holds many frames
-    # The fp32 pooling + forward_tokens path equals the model's own decode with "vos" pooling.
-    with torch.no_grad():
-        tar = predictor.model.encode(torch.zeros(1, 3, 112, 112))
-        refs = vp._references()
-        torch.testing.assert_close(vp._decode(tar)["pred_id_masks"],
-                                   predictor.model.decode(*refs, tar, "vos")["pred_id_masks"])
     assert sorted(results[-1].masks) == [1, 2, 3]
     assert results[-1].labels.shape == (48, 64) and results[-1].masks[1].dtype == bool
+
+
+def test_frames_are_segmented_through_the_model_surface(predictor, monkeypatch):
+    """Every frame: "vos" tokens of the memory, then segment(outputs={"id"}), whose ID
+    results (one per object id) are the frame's masks."""
+    frames, labels = moving_squares(4, seed=2)
+    model = predictor.model
+    calls = []
+    tokens_of, segment = model.reference_tokens, model.segment
+
+    def spy_tokens(*args, pooling=None, **kwargs):
+        calls.append(("tokens", pooling))
+        return tokens_of(*args, pooling=pooling, **kwargs)
+
+    def spy_segment(features, tokens, geometry, outputs):
+        result = segment(features, tokens, geometry, outputs)
+        calls.append(("segment", frozenset(outputs), tuple(geometry.output_size)))
+        results.append(result["id"])
+        return result
+
+    results = []
+    monkeypatch.setattr(model, "reference_tokens", spy_tokens)
+    monkeypatch.setattr(model, "segment", spy_segment)
+    tracked = track(video_predictor(predictor), frames, labels[0])
+    assert calls == [("tokens", "vos"), ("segment", frozenset({"id"}), (40, 53))] * 4
+    for frame, ids in zip(tracked, results):
+        assert sorted(ids.pred_ids.tolist()) == [1, 2, 3]  # one result per object
+        for obj_id, mask in zip(ids.pred_ids.tolist(), ids.pred_masks):
+            at_frame_size = torch.nn.functional.interpolate(
+                mask[None, None].float(), size=(48, 64), mode="nearest")[0, 0] > 0.5
+            np.testing.assert_array_equal(frame.masks[obj_id], at_frame_size.numpy())
 
 
 def test_cached_features_match_reencoding(predictor):

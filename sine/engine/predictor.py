@@ -1,16 +1,17 @@
-"""SinePredictor: in-context segmentation of one's own images with a trained SINE.
+"""InContextPredictor: in-context segmentation of one's own images with a trained model.
 
-    predictor = SinePredictor.from_config_file("configs/demo/sine_synthetic_tiny.yaml",
-                                               weights="output/demo/model_final.pth")
+    predictor = InContextPredictor.from_config_file("configs/demo/sine_synthetic_tiny.yaml",
+                                                    weights="output/demo/model_final.pth")
     predictor.set_reference(ref_image, ref_masks, labels=[0, 0, 1])
     result = predictor.predict(target_image)   # {"id", "instances", "sem_seg", "sem_seg_classes"}
 
-Reference features are computed once by :meth:`set_reference` and reused for every target.
-The evaluation suites and the demos all go through this class.
+Works with any :class:`~sine.modeling.in_context.InContextSegmenter` (SINE, SegIC, ...) through
+its surface only: the references become reference tokens once (:meth:`set_reference`), reused
+for every target (``encode`` + ``segment``). ``SinePredictor`` is the same class under its
+former name.
 """
 import logging
-from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Iterable, Optional
 
 import numpy as np
 import torch
@@ -20,11 +21,34 @@ from detectron2.modeling import build_model
 
 from ..checkpoint import SINECheckpointer
 from ..config import get_sine_cfg
-from ..modeling.meta_arch.sine_model import SINEInputs
+from ..modeling.in_context import ImageGeometry, InContextSegmenter, ReferenceTokens
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SinePredictor", "ReferenceSet", "read_rgb", "to_mask_array"]
+__all__ = ["InContextPredictor", "SinePredictor", "build_in_context_model", "pad_masks",
+           "read_rgb", "to_mask_array"]
+
+
+def build_in_context_model(cfg) -> InContextSegmenter:
+    """The model of ``cfg`` (MODEL.META_ARCHITECTURE) in eval mode on MODEL.DEVICE, with
+    MODEL.WEIGHTS loaded (random weights, with a warning, when empty)."""
+    model = build_model(cfg).eval()
+    if not isinstance(model, InContextSegmenter):
+        raise TypeError(
+            f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} builds a "
+            f"{type(model).__name__}, not an InContextSegmenter (sine.modeling.in_context): "
+            "the predictors and suites need that surface"
+        )
+    if cfg.MODEL.WEIGHTS:
+        SINECheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    else:
+        logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
+    return model
+
+
+def pad_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, h, w) masks -> (n, size, size), zero-padded bottom/right like the images."""
+    return F.pad(masks, (0, size - masks.shape[-1], 0, size - masks.shape[-2]))
 
 
 def read_rgb(image):
@@ -89,35 +113,23 @@ def _resize_masks(masks, hw):
     return resized
 
 
-@dataclass
-class ReferenceSet:
-    """Encoded references: what :meth:`SinePredictor.set_reference` caches.
+class InContextPredictor:
+    """Builds an in-context model from a config, loads its weights and segments targets given
+    references, through the model's inference surface only."""
 
-    feats: (K, C, h, w) neck features; masks: K tensors (n_k, S, S) bool padded to S;
-    labels / ids: K int64 tensors (n_k,).
-    """
-
-    feats: torch.Tensor
-    masks: List[torch.Tensor]
-    labels: List[torch.Tensor]
-    ids: List[torch.Tensor]
-
-
-class SinePredictor:
-    """Builds a SINE from a config, loads its weights and segments targets given references."""
-
-    def __init__(self, cfg, device: Optional[str] = None):
+    def __init__(self, cfg, device: Optional[str] = None,
+                 model: Optional[InContextSegmenter] = None):
+        """
+        Args:
+            cfg: the model's config (MODEL.WEIGHTS loaded unless ``model`` is given).
+            device: move the model there (default: MODEL.DEVICE).
+            model: use this built model instead of building one from ``cfg``.
+        """
         self.cfg = cfg.clone()
-        self.model = build_model(self.cfg).eval()
+        self.model = build_in_context_model(self.cfg) if model is None else model
         if device is not None:
             self.model.to(device)
-        if cfg.MODEL.WEIGHTS:
-            SINECheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        else:
-            logger.warning("MODEL.WEIGHTS is empty: the predictor uses random weights")
-        # Images are resized so that their longer side fits the square the model pads to.
-        self.image_size = cfg.MODEL.SINE.PAD_SIZE
-        self.references: Optional[ReferenceSet] = None
+        self.references: Optional[ReferenceTokens] = None
 
     @classmethod
     def from_config_file(cls, config_file, weights=None, opts=(), device=None):
@@ -132,8 +144,13 @@ class SinePredictor:
     def device(self):
         return self.model.device
 
+    @property
+    def image_size(self) -> int:
+        """Images are resized so that their longer side fits the square the model pads to."""
+        return self.model.pad_size
+
     @torch.no_grad()
-    def set_reference(self, images, masks, labels=None):
+    def set_reference(self, images, masks, labels=None, pooling: Optional[str] = None):
         """Encode reference image(s) and their masks once.
 
         Args:
@@ -142,6 +159,9 @@ class SinePredictor:
                 PNG paths; > 0 is foreground); for a list of images, a list of those.
             labels: class id of every mask (same nesting as ``masks``); default: every mask is
                 class 0. Instance ids are the mask positions 0, 1, ... over all references.
+            pooling: the model's reference-pooling variant (None = configured).
+        Returns:
+            the :class:`ReferenceTokens`, also kept for :meth:`predict`.
         """
         single = isinstance(images, (str, np.ndarray))
         if single:
@@ -165,53 +185,50 @@ class SinePredictor:
             ref_labels.append(torch.as_tensor(lab, dtype=torch.int64))
             ref_ids.append(torch.arange(next_id, next_id + len(m)))
             next_id += len(m)
-        self.references = self.encode_references(tensors, ref_masks, ref_labels, ref_ids)
+        self.references = self.encode_references(tensors, ref_masks, ref_labels, ref_ids, pooling)
         return self.references
 
-    def encode_references(self, images, masks, labels, ids) -> ReferenceSet:
-        """uint8 (3, h, w) images and their (n, h, w) masks -> a cached :class:`ReferenceSet`."""
+    @torch.no_grad()
+    def encode_references(self, images, masks, labels, ids=None,
+                          pooling: Optional[str] = None) -> ReferenceTokens:
+        """Reference tokens of uint8 (3, h, w) images (longer side <= ``image_size``) and
+        their (n, h, w) bool masks, (n,) int64 labels and instance ids (one encoder batch)."""
         size = self.model.pad_size
         batch = torch.stack([self.model.preprocess_image(im, size) for im in images])
         dev = self.device
-        return ReferenceSet(
-            feats=self.model.encode(batch),
-            masks=[F.pad(m, (0, size - m.shape[-1], 0, size - m.shape[-2])).to(dev) for m in masks],
-            labels=[lab.to(dev) for lab in labels],
-            ids=[i.to(dev) for i in ids],
+        return self.model.reference_tokens(
+            self.model.encode(batch),
+            [pad_masks(m, size).to(dev) for m in masks],
+            [lab.to(dev) for lab in labels],
+            None if ids is None else [i.to(dev) for i in ids],
+            pooling=pooling,
         )
 
     @torch.no_grad()
-    def predict(self, target, references: Optional[ReferenceSet] = None):
+    def predict(self, target, references: Optional[ReferenceTokens] = None,
+                outputs: Optional[Iterable[str]] = None):
         """Segment ``target`` (path or (H, W, 3) uint8 RGB array) at its original size.
 
+        Args:
+            references: reference tokens (default: those of the last :meth:`set_reference`).
+            outputs: subset of {"id", "instances", "sem_seg"} (default: the model's
+                configured outputs, e.g. ``MODEL.SINE.TEST.*_ON``).
         Returns:
             dict with "id" and "instances" (``Instances``), "sem_seg" (C, H, W) float and
-            "sem_seg_classes" (C,), as enabled by ``MODEL.SINE.TEST``.
+            "sem_seg_classes" (C,), as asked.
         """
-        refs = references or self.references
+        refs = self.references if references is None else references
         if refs is None:
             raise RuntimeError("call set_reference(...) before predict(...)")
         image = read_rgb(target)
         t = _resize_image(image, self.image_size)
-        tar_feat = self.model.encode(self.model.preprocess_image(t, self.model.pad_size)[None])
-        raw = self.model.decode(refs.feats, refs.masks, refs.labels, tar_feat)
-        return self.postprocess(raw, refs, tuple(t.shape[-2:]), image.shape[:2])
-
-    def postprocess(self, raw, refs: ReferenceSet, image_size, output_size):
-        """Raw decoder outputs -> results at ``output_size`` (see ``SINE.inference``)."""
         size = self.model.pad_size
-        inputs = SINEInputs(
-            tar_images=torch.empty(1, 3, size, size, device="meta"),  # only its size is read
-            ref_images=torch.empty(0),
-            num_refs=[len(refs.masks)],
-            ref_masks=refs.masks,
-            ref_labels=refs.labels,
-            ref_ids=refs.ids,
-            image_sizes=[tuple(image_size)],
-            output_sizes=[tuple(output_size)],
-            targets=None,
-        )
-        return self.model.inference(raw, inputs, 0)
+        features = self.model.encode(self.model.preprocess_image(t, size)[None])
+        geometry = ImageGeometry((size, size), tuple(t.shape[-2:]), tuple(image.shape[:2]))
+        if outputs is None:
+            outputs = self.model.default_outputs()
+        return self.model.segment(features, refs, geometry, outputs)
 
-    def predict_batch(self, targets: Sequence) -> List[dict]:
-        return [self.predict(t) for t in targets]
+
+#: Former name of :class:`InContextPredictor` (the SINE predictor), kept for compatibility.
+SinePredictor = InContextPredictor

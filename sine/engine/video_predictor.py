@@ -9,7 +9,8 @@
 Every object has a bounded memory (``MemoryBank``, ``MODEL.SINE.VOS.*``) of reference frames:
 its ground-truth frame (pinned) and its best recent predictions. A frame is segmented by decoding
 it against all memory frames with the "vos" reference pooling (one ID token per object, pooled
-over all its memory frames) and reading the ID output (spec §5.3).
+over all its memory frames) and reading the ID output (spec §5.3), through the model's inference
+surface (``encode`` / ``reference_tokens`` / ``segment(outputs={"id"})``).
 
 Memory entries hold the frame's cached neck features and the object's mask at model
 resolution, never the image, so each frame goes through the ViT exactly once however many
@@ -28,10 +29,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..modeling.postprocessing import identity_inference, resize_mask_logits
-from ..modeling.transformer_decoder.reference_pooling import get_reference_pooling
+from ..modeling.in_context import Features, ImageGeometry, concat_features
 from .memory_bank import MemoryBank, merge_object_masks
-from .predictor import SinePredictor, read_rgb, to_mask_array
+from .predictor import InContextPredictor, pad_masks, read_rgb, to_mask_array
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class _FrameRecord:
     """A processed frame as memory entries refer to it: features (cache) or image (re-encode)."""
 
     frame_id: int
-    feats: Optional[torch.Tensor]  # (1, C, h, w) neck features
+    feats: Optional[Features]  # the frame's encoder features (batch 1)
     image: Optional[torch.Tensor]  # (3, h', w') resized float image, 0-255
 
 
@@ -194,7 +194,7 @@ def _object_masks(masks, image_shape, where: str) -> Dict[int, np.ndarray]:
 class VideoPredictor:
     """Tracks objects through a video, one frame at a time, with a per-object memory bank."""
 
-    def __init__(self, predictor: SinePredictor, pooling: str = "vos"):
+    def __init__(self, predictor: InContextPredictor, pooling: str = "vos"):
         """
         Args:
             predictor: holds the model and its config (``MODEL.SINE.VOS.*``, ``PAD_SIZE``).
@@ -213,7 +213,7 @@ class VideoPredictor:
 
     @classmethod
     def from_config_file(cls, config_file, weights=None, opts=(), device=None):
-        return cls(SinePredictor.from_config_file(config_file, weights, opts, device))
+        return cls(InContextPredictor.from_config_file(config_file, weights, opts, device))
 
     @property
     def device(self) -> torch.device:
@@ -276,8 +276,8 @@ class VideoPredictor:
                                   None if self.cache_features else prepared.image)
             for obj_id, mask in new.items():
                 self.bank.add_object(obj_id, frame_id, (record, self._model_mask(mask, prepared)))
-            raw = self._decode(tar_feat)
-        masks, scores = self._postprocess(raw, prepared)
+            result = self._segment(tar_feat, prepared)
+        masks, scores = self._object_masks(result, prepared)
         for obj_id in self.bank.object_ids:
             mask = _resize_mask(masks[obj_id], prepared.content_size)
             self.bank.push(obj_id, frame_id, (record, mask), scores[obj_id])
@@ -345,14 +345,14 @@ class VideoPredictor:
         m = torch.from_numpy(mask).to(self.device)
         return _resize_mask(_resize_mask(m, prepared.work_size), prepared.content_size)
 
-    def _encode(self, images: List[torch.Tensor]) -> torch.Tensor:
-        """(3, h', w') float images -> (N, C, h, w) neck features."""
+    def _encode(self, images: List[torch.Tensor]) -> Features:
+        """(3, h', w') float images -> their features (batch N)."""
         size = self.model.pad_size
         batch = torch.stack([self.model.preprocess_image(im, size) for im in images])
         return self.model.encode(batch)
 
     def _references(self):
-        """Memory of every object grouped by frame, oldest first: (K, C, h, w) features,
+        """Memory of every object grouped by frame, oldest first: features (batch K),
         K masks (n_k, S, S) padded to the model size and K object-id tensors (n_k,)."""
         groups: Dict[_FrameRecord, Tuple[list, list]] = {}
         for obj_id in self.bank.object_ids:
@@ -363,44 +363,31 @@ class VideoPredictor:
                 ids.append(obj_id)
         records = sorted(groups, key=lambda r: r.frame_id)
         if self.cache_features:
-            feats = torch.cat([r.feats for r in records])
+            feats = concat_features([r.feats for r in records])
         else:
             chunks = [records[i:i + self.encode_chunk]
                       for i in range(0, len(records), self.encode_chunk)]
-            feats = torch.cat([self._encode([r.image for r in c]) for c in chunks])
+            feats = concat_features([self._encode([r.image for r in c]) for c in chunks])
         size = self.model.pad_size
         ref_masks, ref_labels = [], []
         for r in records:
             masks, ids = groups[r]
-            m = torch.stack(masks)
-            ref_masks.append(F.pad(m, (0, size - m.shape[-1], 0, size - m.shape[-2])))
+            ref_masks.append(pad_masks(torch.stack(masks), size))
             ref_labels.append(torch.tensor(ids, dtype=torch.int64, device=self.device))
         return feats, ref_masks, ref_labels
 
-    def _decode(self, tar_feat: torch.Tensor) -> Dict:
-        """Decode the target against every memory frame of every object (``model.decode``)."""
+    def _segment(self, tar_feat: Features, prepared: _PreparedFrame):
+        """ID results (spec §5.3) of the target against every memory frame of every object,
+        at the work size: one token per object ("vos" pooling), whose id is the object id."""
         feats, ref_masks, ref_labels = self._references()
-        decoder = self.model.transformer_decoder
-        mask_features = decoder.mask_feat_layer(tar_feat)  # from the pre-fusion target feature
-        # Pool in fp32 even under autocast: a pixel's weight, 1 / (object pixels over all its
-        # memory frames), is below fp16's normal range at 1036 input.
-        with torch.autocast(self.device.type, enabled=False):
-            tokens = get_reference_pooling(self.pooling)(
-                feats.float(), ref_masks, ref_labels, tuple(mask_features.shape[-2:]),
-                decoder.mask_pooling,
-            )
-        # VOS reads only the ID outputs; ID queries attend to nothing else, so skipping the
-        # instance/semantic queries leaves them unchanged.
-        return decoder.forward_tokens(*tokens, tar_feat, mask_features, id_only=True)
-
-    def _postprocess(self, raw: Dict, prepared: _PreparedFrame):
-        """ID output (spec §5.3) at the work size -> ({id: (h, w) bool}, {id: score})."""
+        tokens = self.model.reference_tokens(feats, ref_masks, ref_labels, ref_labels,
+                                             pooling=self.pooling)
         size = self.model.pad_size
-        ids = raw["ref_id_labels"][0]
-        logits = resize_mask_logits(raw["pred_id_masks"][0].float(), (size, size),
-                                    prepared.content_size, prepared.work_size)
-        result = identity_inference(raw["pred_id_logits"][0].float(), logits, ids, ids,
-                                    self.model.test_topk_per_image, self.model.id_score_thresh)
+        geometry = ImageGeometry((size, size), prepared.content_size, prepared.work_size)
+        return self.model.segment(tar_feat, tokens, geometry, outputs={"id"})["id"]
+
+    def _object_masks(self, result, prepared: _PreparedFrame):
+        """ID ``Instances`` -> ({id: (h, w) bool}, {id: score}) for every tracked object."""
         masks = {i: torch.zeros(prepared.work_size, dtype=torch.bool, device=self.device)
                  for i in self.bank.object_ids}
         scores = dict.fromkeys(self.bank.object_ids, 0.0)

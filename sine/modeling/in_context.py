@@ -10,7 +10,10 @@ model only through these methods, so a new model (SINE, SegIC, ...) needs no cal
                              outputs={"id", "sem_seg"})
 
 ``forward`` of a model is prepare -> encode -> reference_tokens -> segment (training adds losses).
+:meth:`InContextSegmenter.segment_batch` is that inference pass for detectron2-style input dicts
+(see ``SINE.forward``), written once on top of the surface for every model.
 """
+import importlib
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
@@ -18,13 +21,17 @@ from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, U
 import torch
 from torch import nn
 
+from .batched_inputs import InContextBatch, prepare_batch
+
 __all__ = [
     "ALL_OUTPUTS",
+    "InContextBatch",
     "Features",
     "ImageGeometry",
     "InContextSegmenter",
     "ReferenceTokens",
     "check_outputs",
+    "concat_features",
     "select_features",
 ]
 
@@ -37,6 +44,13 @@ ALL_OUTPUTS: FrozenSet[str] = frozenset({"id", "instances", "sem_seg"})
 #: What :meth:`InContextSegmenter.encode` returns: named tensors whose first dimension is the
 #: image index (N, ...). Model-specific keys; callers only slice them (:func:`select_features`).
 Features = Dict[str, torch.Tensor]
+
+
+def concat_features(parts: Sequence[Features]) -> Features:
+    """Features of several encoder batches as one batch (concatenated along dimension 0)."""
+    if not parts:
+        raise ValueError("no features to concatenate")
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def select_features(features: Features, index: Union[int, slice, Sequence[int]]) -> Features:
@@ -83,6 +97,21 @@ class ReferenceTokens:
                  for k, v in self.__dict__.items()}
         return type(self)(**moved)
 
+    def to_dict(self) -> Dict:
+        """Plain, ``torch.save``-able form (tensors, lists, the class path); see
+        :meth:`from_dict`. Used to cache tokens on disk (FSOD prototypes)."""
+        cls = type(self)
+        return {"type": f"{cls.__module__}:{cls.__qualname__}", "fields": dict(self.__dict__)}
+
+    @staticmethod
+    def from_dict(data: Dict) -> "ReferenceTokens":
+        """The tokens saved by :meth:`to_dict` (their class is imported by its path)."""
+        module, _, name = data["type"].partition(":")
+        cls = getattr(importlib.import_module(module), name, None)
+        if not (isinstance(cls, type) and issubclass(cls, ReferenceTokens)):
+            raise ValueError(f"{data['type']!r} is not a ReferenceTokens class")
+        return cls(**data["fields"])
+
 
 class InContextSegmenter(nn.Module):
     """Abstract in-context segmenter: the one surface of :mod:`sine.modeling` models.
@@ -101,8 +130,8 @@ class InContextSegmenter(nn.Module):
 
     @abstractmethod
     def preprocess_image(self, image: torch.Tensor, size: int) -> torch.Tensor:
-        """uint8 (3, H, W) image (H, W <= size) -> normalised float (3, size, size), padded
-        bottom/right as the model's official pipeline pads."""
+        """(3, H, W) RGB image (H, W <= size), uint8 or float in 0-255 -> normalised float
+        (3, size, size), padded bottom/right as the model's official pipeline pads."""
 
     @abstractmethod
     def encode(self, images: torch.Tensor) -> Features:
@@ -150,6 +179,45 @@ class InContextSegmenter(nn.Module):
     def supported_outputs(self) -> FrozenSet[str]:
         """Output kinds this model can produce (a subset of :data:`ALL_OUTPUTS`)."""
         return ALL_OUTPUTS
+
+    def default_outputs(self) -> FrozenSet[str]:
+        """Output kinds returned when a caller does not choose (``forward``, the predictor):
+        the model's configured ones (e.g. SINE's ``MODEL.SINE.TEST.*_ON``)."""
+        return self.supported_outputs()
+
+    def prepare_inputs(self, batched_inputs: List[Dict], with_targets: bool) -> InContextBatch:
+        """Validate detectron2-style input dicts (see ``SINE.forward``) and pad them to one
+        square batch (:class:`InContextBatch`)."""
+        return prepare_batch(batched_inputs, self.preprocess_image, self.pad_size,
+                             self.size_divisibility, self.device, with_targets)
+
+    def segment_batch(self, batched_inputs: List[Dict],
+                      outputs: Optional[Iterable[str]] = None) -> List[Dict]:
+        """Inference on detectron2-style input dicts through the surface: all images of the
+        batch are encoded together, then each target is segmented with its own references.
+
+        Args:
+            batched_inputs: one dict per target (see ``SINE.forward``).
+            outputs: output kinds (default: :meth:`default_outputs`).
+        Returns:
+            one :meth:`segment` result per target.
+        """
+        outputs = check_outputs(self.default_outputs() if outputs is None else outputs,
+                                self.supported_outputs())
+        batch = self.prepare_inputs(batched_inputs, with_targets=False)
+        num_targets = len(batch.num_refs)
+        features = self.encode(torch.cat([batch.tar_images, batch.ref_images]))
+        results = []
+        for b in range(num_targets):
+            refs = batch.refs_of(b)
+            tokens = self.reference_tokens(
+                select_features(features, slice(num_targets + refs.start, num_targets + refs.stop)),
+                batch.ref_masks[refs], batch.ref_labels[refs], batch.ref_ids[refs],
+            )
+            geometry = ImageGeometry(batch.padded_size, batch.image_sizes[b],
+                                     batch.output_sizes[b])
+            results.append(self.segment(select_features(features, b), tokens, geometry, outputs))
+        return results
 
 
 def check_outputs(outputs: Iterable[str], supported: FrozenSet[str]) -> FrozenSet[str]:

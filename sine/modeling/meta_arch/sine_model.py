@@ -1,21 +1,32 @@
 """SINE meta-architecture: in-context segmentation at ID, instance and semantic level.
 
-Attribute names (``image_encoder``, ``transformer_decoder``, ``criterion``) equal the official
-ones, so an official flat state dict loads with no key renaming.
+SINE implements the package's inference surface (:class:`~sine.modeling.in_context.
+InContextSegmenter`): ``encode`` -> ``reference_tokens`` (:class:`SINEReferenceTokens`) ->
+``segment``. Attribute names (``image_encoder``, ``transformer_decoder``, ``criterion``) equal the
+official ones, so an official flat state dict loads with no key renaming.
 """
 import contextlib
-import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
-from detectron2.structures import BitMasks
+from detectron2.structures import Instances
 from torch import nn
 
+from ..batched_inputs import InContextBatch, padded_size_for
 from ..criterion import SetCriterion
+from ..in_context import (
+    ALL_OUTPUTS,
+    Features,
+    ImageGeometry,
+    InContextSegmenter,
+    ReferenceTokens,
+    check_outputs,
+    select_features,
+)
 from ..postprocessing import (
     ResizedMaskLogits,
     identity_inference,
@@ -25,50 +36,56 @@ from ..postprocessing import (
     semantic_inference_resized,
 )
 from ..transformer_decoder import build_transformer_decoder
+from ..transformer_decoder.reference_pooling import TOKENS_PER_LABEL, get_reference_pooling
 
-__all__ = ["SINE", "SINEInputs"]
+__all__ = ["SINE", "SINEInputs", "SINEReferenceTokens"]
 
+#: The batch layout of :meth:`SINE.prepare_inputs` (kept under its former name).
+SINEInputs = InContextBatch
 
 
 @dataclass
-class SINEInputs:
-    """A batch in model layout: normalised images zero-padded to one square size S.
+class SINEReferenceTokens(ReferenceTokens):
+    """SINE's reference tokens of one target (spec §2.3-§2.4), before In-Context Fusion.
 
-    Fields (B targets, R references in total, ``num_refs[b]`` of them for target b, in order):
-        tar_images: (B, 3, S, S); ref_images: (R, 3, S, S).
-        ref_masks / ref_labels / ref_ids: R tensors (n_r, S, S) bool, (n_r,) int64, (n_r,) int64.
-        image_sizes: (h, w) content size of every target; output_sizes: (height, width).
-        targets: per target {"labels", "masks" (n, S, S) bool, "ids", "ref_ids"} or None.
+    Fields (nm ID tokens, nc semantic prototypes, C channels):
+        labels: (nm,) class of every ID token; ids: (nm,) its instance id (``pred_ids``).
+        id_tokens: (1, nm, C); nm = 0 for class prototypes alone (FSOD, no ID queries).
+        sem_tokens: (1, nc, C) class prototypes; sem_labels: (nc,) their sorted class ids.
     """
 
-    tar_images: torch.Tensor
-    ref_images: torch.Tensor
-    num_refs: List[int]
-    ref_masks: List[torch.Tensor]
-    ref_labels: List[torch.Tensor]
-    ref_ids: List[torch.Tensor]
-    image_sizes: List[Tuple[int, int]]
-    output_sizes: List[Tuple[int, int]]
-    targets: Optional[List[Dict[str, torch.Tensor]]]
+    id_tokens: torch.Tensor
+    sem_tokens: torch.Tensor
+    sem_labels: torch.Tensor
 
-    @property
-    def padded_size(self) -> Tuple[int, int]:
-        return tuple(self.tar_images.shape[-2:])
+    @classmethod
+    def from_prototypes(cls, class_ids: torch.Tensor, prototypes: torch.Tensor
+                        ) -> "SINEReferenceTokens":
+        """Tokens of precomputed class prototypes, without ID tokens (FSOD, spec §7.2).
 
-    def refs_of(self, b: int) -> slice:
-        """Index range of target b's references in the flat reference lists."""
-        start = sum(self.num_refs[:b])
-        return slice(start, start + self.num_refs[b])
+        Args:
+            class_ids: (nc,) int64 class id of every prototype.
+            prototypes: (nc, C) prototypes (e.g. ``fsod`` pooling accumulated over batches).
+        """
+        if prototypes.dim() != 2 or prototypes.shape[0] != class_ids.shape[0]:
+            raise ValueError(f"prototypes {tuple(prototypes.shape)} do not match class_ids "
+                             f"{tuple(class_ids.shape)}: expected (nc, C) and (nc,)")
+        class_ids = class_ids.long()
+        empty = class_ids.new_zeros((0,))
+        id_tokens = prototypes.new_zeros((1, 0, prototypes.shape[1]))
+        return cls(labels=empty, ids=empty, id_tokens=id_tokens, sem_tokens=prototypes[None],
+                   sem_labels=class_ids)
 
 
 @META_ARCH_REGISTRY.register()
-class SINE(nn.Module):
+class SINE(InContextSegmenter):
     """Segment a target image given reference images with masks (spec §1-§5).
 
     Input: a list with one dict per target (see :meth:`forward`). Images are uint8 RGB; the model
     normalises them, pads every image and mask of the batch bottom/right to one square size
     (``pad_size``, or the next multiple of the patch size above the largest image side), encodes
-    them with the frozen DINOv2 + neck, and decodes each target with its references.
+    them with the frozen DINOv2 + neck (:meth:`encode`), pools the reference tokens
+    (:meth:`reference_tokens`) and decodes each target with them (:meth:`segment`).
     """
 
     @configurable
@@ -175,6 +192,9 @@ class SINE(nn.Module):
     def device(self) -> torch.device:
         return self.pixel_mean.device
 
+    def supported_outputs(self) -> FrozenSet[str]:
+        return ALL_OUTPUTS
+
     def forward(self, batched_inputs: List[Dict]):
         """
         Args:
@@ -189,19 +209,16 @@ class SINE(nn.Module):
 
         Returns:
             Training: dict of weighted losses (only those in ``criterion.weight_dict``).
-            Inference: one dict per target with, as enabled in MODEL.SINE.TEST,
-            "sem_seg" (C, height, width) float and "sem_seg_classes" (C,) int64 sorted class ids;
-            "instances" (``Instances``: pred_masks, pred_boxes, scores, pred_classes); and
-            "id" (``Instances``: the same plus pred_ids = reference instance id), all sorted by
-            score (descending).
+            Inference: one :meth:`segment` result per target with the outputs enabled in
+            MODEL.SINE.TEST (:meth:`default_outputs`).
         """
-        inputs = self.prepare_inputs(batched_inputs, with_targets=self.training)
+        if not self.training:
+            return self.segment_batch(batched_inputs)
+        inputs = self.prepare_inputs(batched_inputs, with_targets=True)
         outputs, _ = self.run(inputs)
-        if self.training:
-            losses = self.criterion(outputs, inputs.targets)
-            weights = self.criterion.weight_dict
-            return {k: v * weights[k] for k, v in losses.items() if k in weights}
-        return [self.inference(out, inputs, b) for b, out in enumerate(outputs)]
+        losses = self.criterion(outputs, inputs.targets)
+        weights = self.criterion.weight_dict
+        return {k: v * weights[k] for k, v in losses.items() if k in weights}
 
     def forward_raw(self, batched_inputs: List[Dict]) -> Tuple[List[Dict], Dict[str, torch.Tensor]]:
         """Raw decoder outputs and features, without losses or post-processing.
@@ -213,43 +230,131 @@ class SINE(nn.Module):
         """
         return self.run(self.prepare_inputs(batched_inputs, with_targets=False), lazy_aux=False)
 
-    def run(self, inputs: "SINEInputs", lazy_aux: Optional[bool] = None
+    def run(self, inputs: InContextBatch, lazy_aux: Optional[bool] = None
             ) -> Tuple[List[Dict], Dict[str, torch.Tensor]]:
-        """Encode all images of a prepared batch, then decode every target.
+        """Encode all images of a prepared batch, then decode every target (raw outputs).
 
         ``lazy_aux``: see ``MFormerDecoder.forward`` (None = lazy on the fast path in eval).
         """
         B = inputs.tar_images.shape[0]
-        # Only ID results wanted: the instance/semantic queries cannot affect them (fast path).
-        id_only = lazy_aux is not False and self.fast_inference and not self.training and \
-            self.identity_on and not (self.semantic_on or self.instance_on)
-        enc, neck = self.encode(torch.cat([inputs.tar_images, inputs.ref_images]), True)
-        features = {"tar_encoder": enc[:B], "tar_neck": neck[:B],
-                    "ref_encoder": enc[B:], "ref_neck": neck[B:]}
+        with self._autocast():
+            feats = self.image_encoder(torch.cat([inputs.tar_images, inputs.ref_images]))
+        features = {"tar_encoder": feats["encoder"][:B], "tar_neck": feats["neck"][:B],
+                    "ref_encoder": feats["encoder"][B:], "ref_neck": feats["neck"][B:]}
         outputs = []
         for b in range(B):
             refs = inputs.refs_of(b)
-            outputs.append(self.decode(features["ref_neck"][refs], inputs.ref_masks[refs],
-                                       inputs.ref_labels[refs], features["tar_neck"][b:b + 1],
-                                       lazy_aux=lazy_aux, id_only=id_only))
+            tokens = self.reference_tokens(
+                select_features(feats, slice(B + refs.start, B + refs.stop)),
+                inputs.ref_masks[refs], inputs.ref_labels[refs], inputs.ref_ids[refs])
+            outputs.append(self.decode_tokens(select_features(feats, b), tokens,
+                                              lazy_aux=lazy_aux))
         return outputs, features
 
-    def encode(self, images: torch.Tensor, return_encoder_features: bool = False):
+    # ------------------------------------------------------------------ inference surface
+    def encode(self, images: torch.Tensor) -> Features:
         """
         Args:
             images: (N, 3, S, S) normalised, padded images (see :meth:`preprocess_image`).
         Returns:
-            (N, C, S/14, S/14) neck features, or (encoder, neck) features if requested.
+            {"neck": (N, C, S/14, S/14)}: the neck features, all that :meth:`reference_tokens`
+            and :meth:`segment` read (the DINOv2 features are not kept: callers cache this).
         """
         with self._autocast():
-            feats = self.image_encoder(images)
-        if return_encoder_features:
-            return feats["encoder"], feats["neck"]
-        return feats["neck"]
+            return {"neck": self.image_encoder(images)["neck"]}
+
+    def reference_tokens(
+        self,
+        features: Features,
+        masks: Sequence[torch.Tensor],
+        labels: Sequence[torch.Tensor],
+        ids: Optional[Sequence[torch.Tensor]] = None,
+        *,
+        pooling: Optional[str] = None,
+        names: Optional[Sequence[str]] = None,
+    ) -> SINEReferenceTokens:
+        """ID tokens and semantic prototypes of K references (spec §2.3-§2.4), pooled in float32.
+
+        Args:
+            features: :meth:`encode` features of the K references.
+            masks: K bool tensors (n_k, S, S) padded like the images.
+            labels: K int64 tensors (n_k,) class ids ("vos" pooling: object ids).
+            ids: K int64 tensors (n_k,) instance ids (default 0, 1, ... over all masks).
+            pooling: "instance" (training, FSS), "vos", "fsod" or another registered name of
+                ``REFERENCE_POOLING``; None = MODEL.SINE.REFERENCE_POOLING.
+            names: optional class names (kept in the tokens; SINE does not read them).
+        """
+        masks, labels = list(masks), list(labels)
+        if len(masks) != features["neck"].shape[0] or len(labels) != len(masks):
+            raise ValueError(
+                f"{features['neck'].shape[0]} reference images but {len(masks)} mask sets and "
+                f"{len(labels)} label sets; give one (n_k, S, S) mask tensor and one (n_k,) "
+                "label tensor per reference image"
+            )
+        pooling = pooling or self.transformer_decoder.reference_pooling
+        id_tokens, sem_tokens, id_labels, sem_labels = self.transformer_decoder.pool_references(
+            features["neck"], masks, labels, pooling)
+        if get_reference_pooling(pooling).tokens_per == TOKENS_PER_LABEL:
+            token_ids = id_labels  # one token per label: the label is the entity's id
+        elif ids is None:
+            token_ids = torch.arange(len(id_labels), device=id_labels.device)
+        else:
+            token_ids = torch.cat([torch.as_tensor(i, device=id_labels.device).long()
+                                   for i in ids])
+        return SINEReferenceTokens(labels=id_labels, ids=token_ids, id_tokens=id_tokens,
+                                   sem_tokens=sem_tokens, sem_labels=sem_labels,
+                                   names=None if names is None else list(names))
+
+    def segment(
+        self,
+        target_features: Features,
+        tokens: ReferenceTokens,
+        geometry: ImageGeometry,
+        outputs: Iterable[str] = ALL_OUTPUTS,
+    ) -> Dict:
+        """Segment one target with SINE's reference tokens (spec §3, §5).
+
+        Only ID results asked (e.g. VOS) on the fast path: the ID queries are decoded alone
+        (they attend to nothing else, so their outputs are those of the full decode). Encoder
+        and decoder run under bf16 autocast with MODEL.SINE.AUTOCAST_BF16 on CUDA; the fast path
+        post-processes only what is returned (``ResizedMaskLogits``).
+
+        Returns:
+            the asked subset of {"id": Instances (pred_masks, pred_boxes, scores, pred_classes,
+            pred_ids), "instances": Instances (the same without pred_ids), "sem_seg" (C, H, W)
+            float, "sem_seg_classes" (C,) int64}, all at ``geometry.output_size`` and sorted by
+            score (descending).
+        """
+        outputs = check_outputs(outputs, self.supported_outputs())
+        if not isinstance(tokens, SINEReferenceTokens):
+            raise TypeError(f"SINE.segment needs SINEReferenceTokens (from "
+                            f"SINE.reference_tokens), got {type(tokens).__name__}")
+        id_only = self.fast_inference and not (outputs & {"instances", "sem_seg"})
+        raw = self.decode_tokens(target_features, tokens, id_only=id_only)
+        # Results are post-processed in float32 whatever autocast a caller runs under.
+        with torch.autocast(self.device.type, enabled=False):
+            return self.postprocess(raw, tokens, geometry, outputs)
+
+    def default_outputs(self) -> FrozenSet[str]:
+        """The outputs enabled by MODEL.SINE.TEST.{IDENTITY,INSTANCE,SEMANTIC}_ON."""
+        enabled = {"id": self.identity_on, "instances": self.instance_on,
+                   "sem_seg": self.semantic_on}
+        return frozenset(k for k, on in enabled.items() if on)
+
+    # ------------------------------------------------------------------ decoding
+    def decode_tokens(self, target_features: Features, tokens: SINEReferenceTokens,
+                      lazy_aux: Optional[bool] = None, id_only: bool = False) -> Dict:
+        """Raw decoder outputs of one target (see ``MFormerDecoder.forward``)."""
+        with self._autocast():
+            return self.transformer_decoder.forward_tokens(
+                tokens.id_tokens, tokens.sem_tokens, tokens.labels, tokens.sem_labels,
+                target_features["neck"], lazy_aux=lazy_aux, id_only=id_only,
+            )
 
     def decode(self, ref_feats, ref_masks, ref_labels, tar_feat, pooling=None,
                lazy_aux=None, id_only=False) -> Dict:
-        """Decode one target. See ``MFormerDecoder.forward`` for arguments and outputs.
+        """Decode one target from neck features (pooling included). See
+        ``MFormerDecoder.forward`` for arguments and outputs.
 
         Args:
             ref_feats: (K, C, h, w) neck features of the references.
@@ -266,18 +371,20 @@ class SINE(nn.Module):
                 lazy_aux=lazy_aux, id_only=id_only,
             )
 
-    def inference(self, raw: Dict, inputs: "SINEInputs", b: int) -> Dict:
-        """Post-process the raw outputs of target ``b`` into the enabled result types."""
-        sizes = (inputs.padded_size, inputs.image_sizes[b], inputs.output_sizes[b])
+    def postprocess(self, raw: Dict, tokens: SINEReferenceTokens, geometry: ImageGeometry,
+                    outputs: FrozenSet[str]) -> Dict:
+        """Raw outputs of one target -> the asked results at ``geometry.output_size``."""
+        sizes = (tuple(geometry.padded_size), tuple(geometry.image_size),
+                 tuple(geometry.output_size))
         if self.fast_inference:
-            return self._inference_fast(raw, inputs, b, sizes)
+            return self._postprocess_fast(raw, tokens, sizes, outputs)
         result = {}
-        if self.semantic_on:
+        if "sem_seg" in outputs:
             result["sem_seg"] = semantic_inference(
                 raw["pred_ins_logits"][0], raw["pred_ins_masks"][0], *sizes
             )
             result["sem_seg_classes"] = raw["ref_sem_labels"][0]
-        if self.instance_on:
+        if "instances" in outputs:
             result["instances"] = instance_inference(
                 raw["pred_ins_logits"][0],
                 resize_mask_logits(raw["pred_ins_masks"][0], *sizes),
@@ -285,184 +392,44 @@ class SINE(nn.Module):
                 self.test_topk_per_image,
                 self.instance_score_thresh,
             )
-        if self.identity_on:
-            result["id"] = identity_inference(
-                raw["pred_id_logits"][0],
-                resize_mask_logits(raw["pred_id_masks"][0], *sizes),
-                raw["ref_id_labels"][0],
-                torch.cat(inputs.ref_ids[inputs.refs_of(b)]),
-                self.test_topk_per_image,
-                self.id_score_thresh,
-            )
+        if "id" in outputs:
+            result["id"] = self._identity(raw, tokens,
+                                          resize_mask_logits(raw["pred_id_masks"][0], *sizes))
         return result
 
-    def _inference_fast(self, raw: Dict, inputs: "SINEInputs", b: int, sizes) -> Dict:
-        """:meth:`inference` computing only what is returned (see ResizedMaskLogits)."""
+    def _postprocess_fast(self, raw: Dict, tokens: SINEReferenceTokens, sizes, outputs) -> Dict:
+        """:meth:`postprocess` computing only what is returned (see ResizedMaskLogits)."""
         result = {}
-        if self.semantic_on or self.instance_on:
+        if outputs & {"sem_seg", "instances"}:
             ins_logits = raw["pred_ins_logits"][0].float()
             ins_masks = ResizedMaskLogits(raw["pred_ins_masks"][0].float(), *sizes)
-        if self.semantic_on:
+        if "sem_seg" in outputs:
             result["sem_seg"] = semantic_inference_resized(ins_logits, ins_masks)
             result["sem_seg_classes"] = raw["ref_sem_labels"][0]
-        if self.instance_on:
+        if "instances" in outputs:
             result["instances"] = instance_inference(
                 ins_logits, ins_masks, raw["ref_sem_labels"][0], self.test_topk_per_image,
                 self.instance_score_thresh,
             )
-        if self.identity_on:
-            result["id"] = identity_inference(
-                raw["pred_id_logits"][0].float(),
-                ResizedMaskLogits(raw["pred_id_masks"][0].float(), *sizes),
-                raw["ref_id_labels"][0],
-                torch.cat(inputs.ref_ids[inputs.refs_of(b)]),
-                self.test_topk_per_image,
-                self.id_score_thresh,
-            )
+        if "id" in outputs:
+            result["id"] = self._identity(
+                raw, tokens, ResizedMaskLogits(raw["pred_id_masks"][0].float(), *sizes))
         return result
+
+    def _identity(self, raw: Dict, tokens: SINEReferenceTokens, mask_logits) -> Instances:
+        """ID results; empty for tokens without ID tokens (class prototypes alone)."""
+        logits = raw["pred_id_logits"][0]
+        return identity_inference(
+            logits.float() if self.fast_inference else logits, mask_logits,
+            raw["ref_id_labels"][0], tokens.ids, self.test_topk_per_image, self.id_score_thresh,
+        )
 
     # ------------------------------------------------------------------ input handling
     def padded_size_for(self, batched_inputs: List[Dict]) -> int:
         """Square size of the batch: PAD_SIZE, or the next patch multiple above a larger image."""
-        sides = [
-            max(d["image"].shape[-2:])
-            for x in batched_inputs
-            for d in [x] + list(x.get("references", []))
-        ]
-        div = self.size_divisibility
-        return max(self.pad_size, int(math.ceil(max(sides) / div)) * div)
+        return padded_size_for(batched_inputs, self.pad_size, self.size_divisibility)
 
     def preprocess_image(self, image: torch.Tensor, size: int) -> torch.Tensor:
         """uint8 (3, H, W) -> normalised float (3, size, size), zero-padded bottom/right."""
         image = (image.to(self.device).float() - self.pixel_mean) / self.pixel_std
         return F.pad(image, (0, size - image.shape[-1], 0, size - image.shape[-2]))
-
-    def prepare_inputs(self, batched_inputs: List[Dict], with_targets: bool) -> SINEInputs:
-        """Validate ``batched_inputs`` and convert them to model layout (:class:`SINEInputs`)."""
-        if not isinstance(batched_inputs, (list, tuple)) or not batched_inputs:
-            raise ValueError("batched_inputs must be a non-empty list of dicts (one per target).")
-        for b, x in enumerate(batched_inputs):
-            _check_target_dict(x, b)
-        size = self.padded_size_for(batched_inputs)
-        tar_images, ref_images, num_refs = [], [], []
-        ref_masks, ref_labels, ref_ids, targets = [], [], [], []
-        for b, x in enumerate(batched_inputs):
-            tar_images.append(self.preprocess_image(x["image"], size))
-            num_refs.append(len(x["references"]))
-            for k, ref in enumerate(x["references"]):
-                where = f"batched_inputs[{b}]['references'][{k}]"
-                masks, labels, ids = _read_instances(ref, where, is_reference=True)
-                ref_images.append(self.preprocess_image(ref["image"], size))
-                ref_masks.append(_pad_masks(masks, size).to(self.device))
-                ref_labels.append(labels.to(self.device))
-                ref_ids.append(ids.to(self.device))
-            if with_targets:
-                masks, labels, ids = _read_instances(x, f"batched_inputs[{b}]", False)
-                targets.append({
-                    "labels": labels.to(self.device),
-                    "masks": _pad_masks(masks, size).to(self.device),
-                    "ids": ids.to(self.device),
-                    "ref_ids": torch.cat(ref_ids[-num_refs[-1]:]),
-                })
-        return SINEInputs(
-            tar_images=torch.stack(tar_images),
-            ref_images=torch.stack(ref_images),
-            num_refs=num_refs,
-            ref_masks=ref_masks,
-            ref_labels=ref_labels,
-            ref_ids=ref_ids,
-            image_sizes=[tuple(x["image"].shape[-2:]) for x in batched_inputs],
-            output_sizes=[_output_size(x) for x in batched_inputs],
-            targets=targets if with_targets else None,
-        )
-
-
-def _check_image(image, where: str) -> None:
-    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
-        got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise ValueError(
-            f"{where}['image'] must be an RGB image tensor of shape (3, H, W); got {got}. "
-            "Convert grayscale/RGBA images to 3-channel RGB in CHW layout."
-        )
-    if image.dtype != torch.uint8:
-        raise ValueError(
-            f"{where}['image'] must be uint8 with values 0-255; got {image.dtype}. Pass the raw "
-            "(resized) RGB image: the model normalises and pads it itself."
-        )
-
-
-def _check_target_dict(x: Dict, b: int) -> None:
-    where = f"batched_inputs[{b}]"
-    if not isinstance(x, dict) or "image" not in x:
-        raise ValueError(f"{where} must be a dict with an 'image' entry.")
-    _check_image(x["image"], where)
-    refs = x.get("references")
-    if not refs:
-        raise ValueError(
-            f"{where} has no 'references': give at least one reference dict "
-            "{'image', 'instances'} per target."
-        )
-    for k, ref in enumerate(refs):
-        if not isinstance(ref, dict) or "image" not in ref:
-            raise ValueError(f"{where}['references'][{k}] must be a dict with an 'image' entry.")
-        _check_image(ref["image"], f"{where}['references'][{k}]")
-
-
-def _read_instances(x: Dict, where: str, is_reference: bool):
-    """(masks (n, H, W) bool, classes (n,) int64, ids (n,) int64) of ``x['instances']``."""
-    inst = x.get("instances")
-    if inst is None or not inst.has("gt_masks") or not inst.has("gt_classes"):
-        role = "Each reference" if is_reference else "In training, each target"
-        raise ValueError(
-            f"{where} needs 'instances' with gt_masks and gt_classes. {role} must carry its masks."
-        )
-    masks = inst.gt_masks.tensor if isinstance(inst.gt_masks, BitMasks) else inst.gt_masks
-    masks = torch.as_tensor(masks)
-    image_hw = tuple(x["image"].shape[-2:])
-    if masks.dim() != 3 or tuple(masks.shape[-2:]) != image_hw:
-        raise ValueError(
-            f"{where}: gt_masks have shape {tuple(masks.shape)} but the image is {image_hw}; "
-            "masks must be (N, H, W) at the image size (resize them with the image, no padding)."
-        )
-    masks = masks.bool()
-    n = masks.shape[0]
-    classes = torch.as_tensor(inst.gt_classes).long()
-    if inst.has("ins_ids"):
-        ids = torch.as_tensor(inst.ins_ids).long()
-    elif is_reference:
-        ids = torch.arange(n)  # only needed for training and for pred_ids
-    else:
-        raise ValueError(f"{where}: training targets need 'ins_ids' in their instances.")
-    if classes.shape != (n,) or ids.shape != (n,):
-        raise ValueError(
-            f"{where}: {n} masks but gt_classes {tuple(classes.shape)} / ins_ids "
-            f"{tuple(ids.shape)}; give one class and one instance id per mask."
-        )
-    if is_reference:
-        _check_reference_masks(masks, where)
-    return masks, classes, ids
-
-
-def _check_reference_masks(masks: torch.Tensor, where: str) -> None:
-    if masks.shape[0] == 0:
-        raise ValueError(
-            f"{where} has no mask: every reference needs at least one mask (drop references "
-            "without annotations)."
-        )
-    empty = torch.where(~masks.flatten(1).any(dim=1))[0].tolist()
-    if empty:
-        raise ValueError(
-            f"{where}: reference mask(s) {empty} are empty (all False); remove them, they give "
-            "no prototype."
-        )
-
-
-def _pad_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
-    padded = masks.new_zeros((masks.shape[0], size, size))
-    padded[:, : masks.shape[1], : masks.shape[2]] = masks
-    return padded
-
-
-def _output_size(x: Dict) -> Tuple[int, int]:
-    h, w = x["image"].shape[-2:]
-    return int(x.get("height", h)), int(x.get("width", w))

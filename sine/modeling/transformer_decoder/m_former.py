@@ -269,12 +269,32 @@ class MFormerDecoder(nn.Module):
                 f"{tuple(tar_feat.shape[-2:])}; pad all images of a pair to the same size."
             )
         mask_features = self.mask_feat_layer(tar_feat)  # from the pre-fusion target feature
-        pool = get_reference_pooling(pooling or self.reference_pooling)
-        tokens = pool(
-            ref_feats, ref_masks, ref_labels, tuple(mask_features.shape[-2:]), self.mask_pooling
-        )
+        tokens = self.pool_references(ref_feats, ref_masks, ref_labels, pooling)
         return self.forward_tokens(*tokens, tar_feat, mask_features, lazy_aux=lazy_aux,
                                    id_only=id_only)
+
+    def pool_references(
+        self,
+        ref_feats: torch.Tensor,
+        ref_masks: List[torch.Tensor],
+        ref_labels: List[torch.Tensor],
+        pooling: Optional[str] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reference tokens (spec §2.3-§2.4), pooled in float32 on the mask-feature grid.
+
+        Args: see :meth:`forward`.
+        Returns:
+            id_tokens (1, nm, C), sem_tokens (1, nc, C), id_labels (nm,), sem_labels (nc,).
+        """
+        pool = get_reference_pooling(pooling or self.reference_pooling)
+        return pool(ref_feats, ref_masks, ref_labels, self.mask_grid(ref_feats.shape[-2:]),
+                    self.mask_pooling)
+
+    @staticmethod
+    def mask_grid(grid) -> Tuple[int, int]:
+        """(mh, mw) of the mask features of an (h, w) feature grid: ``mask_feat_layer``
+        upsamples 4x (two stride-2 transposed convolutions)."""
+        return 4 * int(grid[0]), 4 * int(grid[1])
 
     def forward_tokens(
         self,

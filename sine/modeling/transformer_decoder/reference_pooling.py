@@ -8,7 +8,12 @@ the signature::
     pool(ref_feats (K, C, h, w), ref_masks [K x (n_k, H, W)], ref_labels [K x (n_k,)],
          size (mh, mw), pooling: MaskPooling)
         -> id_tokens (1, nm, C), sem_tokens (1, nc, C), id_labels (nm,), sem_labels (nc,)
+
+Every pooling runs in float32, also under autocast (:func:`in_fp32`): a pixel's weight is
+1 / (pixels of the pooled region), and over several memory frames at 1036 input that is below
+the normal range of float16.
 """
+import functools
 from typing import List, Tuple
 
 import torch
@@ -19,15 +24,36 @@ from .in_context_fusion import MaskPooling
 # name -> pooling function (training/FSS "instance", VOS, FSOD variants).
 REFERENCE_POOLING = {}
 
+#: What one ID token of a pooling stands for: "mask" (one token per reference mask, whose
+#: instance id it keeps) or "label" (one token per distinct label, e.g. a VOS object id, which
+#: is then also its instance id).
+TOKENS_PER_MASK, TOKENS_PER_LABEL = "mask", "label"
 
-def register_reference_pooling(name):
-    """Decorator adding a pooling function to ``REFERENCE_POOLING`` under ``name``."""
+
+def in_fp32(fn):
+    """Run a pooling function on float32 features with autocast disabled."""
+
+    @functools.wraps(fn)
+    def pooled_in_fp32(ref_feats: torch.Tensor, *args, **kwargs):
+        with torch.autocast(ref_feats.device.type, enabled=False):
+            return fn(ref_feats.float(), *args, **kwargs)
+
+    return pooled_in_fp32
+
+
+def register_reference_pooling(name, tokens_per: str = TOKENS_PER_MASK):
+    """Decorator adding a pooling function to ``REFERENCE_POOLING`` under ``name`` (run in
+    float32, see :func:`in_fp32`); ``tokens_per`` says what its ID tokens stand for."""
+    if tokens_per not in (TOKENS_PER_MASK, TOKENS_PER_LABEL):
+        raise ValueError(f"tokens_per must be {TOKENS_PER_MASK!r} or {TOKENS_PER_LABEL!r}")
 
     def deco(fn):
         if name in REFERENCE_POOLING:
             raise KeyError(f"reference pooling '{name}' is already registered")
-        REFERENCE_POOLING[name] = fn
-        return fn
+        pool = in_fp32(fn)
+        pool.tokens_per = tokens_per
+        REFERENCE_POOLING[name] = pool
+        return pool
 
     return deco
 
@@ -101,7 +127,7 @@ def joint_mask_pooling(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (torch.einsum("kchw,kqhw->qc", x, mask) / count[:, None])[None]
 
 
-@register_reference_pooling("vos")
+@register_reference_pooling("vos", tokens_per=TOKENS_PER_LABEL)
 def pool_object_tokens(
     ref_feats: torch.Tensor,
     ref_masks: List[torch.Tensor],
@@ -146,6 +172,7 @@ def pool_object_tokens(
     return tokens[None], tokens[None], ids, ids
 
 
+@in_fp32
 def fsod_prototype_sums(
     ref_feats: torch.Tensor,
     ref_masks: List[torch.Tensor],
