@@ -1,7 +1,7 @@
 """Few-shot instance segmentation / detection with SINE (COCO-NOVEL, COCO2VOC; spec §7.2).
 
 Importing the package registers the benchmark datasets (see ``register_fsod``). The evaluation
-entry point is ``inference_fsod/eval.py``; see inference_fsod/README.md.
+entry point is ``python -m inference_fsod.eval``; see inference_fsod/README.md.
 """
 from . import register_fsod  # noqa: F401  (registers the datasets)
 from .evaluation import NovelClassCOCOEvaluator, summarize_seeds

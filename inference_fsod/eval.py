@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-# ruff: noqa: E402  (imports follow the sys.path set-up for running as a script)
 """Few-shot instance segmentation / detection evaluation (COCO-NOVEL, COCO2VOC; spec §7.2).
 
-    python inference_fsod/eval.py --config-file configs/fsod/coco_1shot.yaml \
+    python -m inference_fsod.eval --config-file configs/fsod/coco_1shot.yaml \
         --output output/fsod MODEL.WEIGHTS models/pytorch_model.bin
-    python inference_fsod/eval.py --config-file ... --benchmark voc --shots 5 --seeds 0-9 ...
-    python inference_fsod/eval.py --config-file ... --num-gpus 8 ...
+    python -m inference_fsod.eval --config-file ... --benchmark voc --shots 5 --seeds 0-9 ...
+    python -m inference_fsod.eval --config-file ... --num-gpus 8 ...
+
+(``python inference_fsod/eval.py ...`` works as well, from any directory.)
 
 For every seed: the reference set's class prototypes are computed once and cached
 (``<output>/prototypes``), every test image is decoded with them, and detectron2's
@@ -14,30 +15,24 @@ For every seed: the reference set's class prototypes are computed once and cache
 standard deviation over the seeds are printed and written to ``summary.json``.
 """
 import argparse
-import json
 import logging
 import os
-import sys
-
-if __package__ in (None, ""):
-    # Run as a script: import from the repository root, not from this folder.
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
 from detectron2.engine import launch
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from inference_fsod.data import FSODTestMapper
 from inference_fsod.evaluation import NovelClassCOCOEvaluator, summarize_seeds, summary_table
 from inference_fsod.model import PrototypeInstanceSegmenter
 from inference_fsod.prototype_cache import load_or_compute_prototypes, prototype_cache_key
 from inference_fsod.register_fsod import BENCHMARKS, dataset_names, register_all_fsod
-from sine.config import get_sine_cfg  # noqa: E402
 from sine.data.datasets.common import datasets_root
 from sine.engine.predictor import build_in_context_model
+from sine.evaluation.resume import RunRecords
+from sine.evaluation.suite_setup import setup_suite
 from sine.utils.io import atomic_write_json
 
 logger = logging.getLogger("inference_fsod")
@@ -83,32 +78,17 @@ def get_parser():
 
 
 def setup_cfg(args):
-    cfg = get_sine_cfg(args.config_file, args.opts)
-    if args.benchmark:
-        cfg.TEST.FSOD.BENCHMARK = args.benchmark
-    if args.shots:
-        cfg.TEST.FSOD.SHOTS = args.shots
-    if args.seeds is not None:
-        cfg.TEST.FSOD.SEEDS = parse_seeds(args.seeds)
-    if args.output:
-        cfg.OUTPUT_DIR = args.output
-    cfg.freeze()
+    """The frozen config of this run (with logging to its OUTPUT_DIR)."""
+    cfg = setup_suite(args.config_file, args.opts, "inference_fsod", overrides={
+        "TEST.FSOD.BENCHMARK": args.benchmark,
+        "TEST.FSOD.SHOTS": args.shots or None,
+        "TEST.FSOD.SEEDS": None if args.seeds is None else parse_seeds(args.seeds),
+        "OUTPUT_DIR": args.output,
+    })
     if not cfg.MODEL.WEIGHTS:
         raise ValueError("FSOD evaluation needs trained weights: add MODEL.WEIGHTS "
                          "path/to/sine.pth")
     return cfg
-
-
-def _read_finished(path, key):
-    """Metrics of a finished seed, or None if it must be (re)run."""
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        data = json.load(f)
-    if data.get("prototype_key") != key:
-        logger.warning("%s was produced with other weights/config; recomputing", path)
-        return None
-    return data["results"]
 
 
 class FSODRun:
@@ -131,6 +111,14 @@ class FSODRun:
     def metrics_path(self, seed):
         return os.path.join(self.run_dir, f"seed{seed}", "metrics.json")
 
+    def records(self, seed) -> RunRecords:
+        """Resume records of one seed: tied to the weights, model config and reference set;
+        a seed evaluated with other ones is evaluated again."""
+        ref_name, test_name = dataset_names(self.fsod.BENCHMARK, self.fsod.SHOTS, seed)
+        settings = {"benchmark": self.fsod.BENCHMARK, "shots": self.fsod.SHOTS, "seed": seed,
+                    "test": test_name, "prototype_key": prototype_cache_key(self.cfg, ref_name)}
+        return RunRecords(settings, on_mismatch="redo")
+
     def evaluate_seed(self, seed):
         """Prototypes (cached), inference on every test image and COCO evaluation of one seed."""
         ref_name, test_name = dataset_names(self.fsod.BENCHMARK, self.fsod.SHOTS, seed)
@@ -151,10 +139,8 @@ class FSODRun:
         model = PrototypeInstanceSegmenter(self.model(), tokens)
         results = inference_on_dataset(model, loader, evaluator)
         if comm.is_main_process():
-            atomic_write_json(self.metrics_path(seed), {
-                "benchmark": self.fsod.BENCHMARK, "shots": self.fsod.SHOTS, "seed": seed,
-                "references": ref_name, "test": test_name,
-                "prototype_key": prototype_cache_key(self.cfg, ref_name),
+            self.records(seed).save(self.metrics_path(seed), {
+                "references": ref_name,
                 "results": {task: results[task] for task in ("bbox", "segm")},
             })
         return results
@@ -166,9 +152,9 @@ class FSODRun:
             if ref_name not in DatasetCatalog.list():
                 raise KeyError(f"reference set '{ref_name}' is not registered (seed {seed}, "
                                f"{self.fsod.SHOTS} shots); see inference_fsod/README.md")
-            key = prototype_cache_key(self.cfg, ref_name)
-            done = _read_finished(self.metrics_path(seed), key)
+            done = self.records(seed).load(self.metrics_path(seed))
             if done is not None:
+                done = done["results"]
                 logger.info("Seed %d already evaluated (%s); skipping", seed,
                             self.metrics_path(seed))
             else:
@@ -181,11 +167,6 @@ class FSODRun:
 
 def main(args):
     cfg = setup_cfg(args)
-    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-    rank = comm.get_rank()
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="inference_fsod")
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="sine")
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
     # Registered again for the current $DETECTRON2_DATASETS (e.g. a freshly generated tree).
     register_all_fsod(datasets_root())
     cache_dir = args.prototype_cache or os.path.join(cfg.OUTPUT_DIR, "prototypes")

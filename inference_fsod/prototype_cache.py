@@ -18,6 +18,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from sine.engine.predictor import pad_masks
+from sine.evaluation.resume import model_identity
 from sine.modeling.in_context import InContextSegmenter, ReferenceTokens, concat_features
 from sine.utils.io import atomic_write
 
@@ -28,29 +29,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["compute_prototypes", "load_or_compute_prototypes", "prototype_cache_key"]
 
 
-def _file_identity(path: str):
-    """What identifies a weights file cheaply: its real path, size and modification time."""
-    if not path:
-        return ""
-    if not os.path.isfile(path):
-        return path  # e.g. a URL handled by the checkpointer
-    stat = os.stat(path)
-    return {"path": os.path.realpath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
 def prototype_cache_key(cfg, dataset_name: str) -> Dict:
     """Everything the prototypes depend on: weights, model config and the reference set."""
-    model_cfg = cfg.MODEL.clone()
-    model_cfg.defrost()
-    model_cfg.DEVICE = ""  # the same prototypes on any device
     meta = MetadataCatalog.get(dataset_name)
     return {
         "references": dataset_name,
         "shots": meta.get("shot"),
         "seed": meta.get("fewshot_seed"),
-        "weights": _file_identity(cfg.MODEL.WEIGHTS),
-        "dinov2_weights": _file_identity(cfg.MODEL.DINOV2.WEIGHTS),
-        "model_config_sha1": hashlib.sha1(model_cfg.dump().encode()).hexdigest(),
+        **model_identity(cfg),
     }
 
 

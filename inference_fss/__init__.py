@@ -2,7 +2,8 @@
 
 Importing this package registers every benchmark fold (1- and 5-shot) under
 ``$DETECTRON2_DATASETS`` (see ``benchmarks.py``); ``import sine`` registers the synthetic
-episodes ``synthetic_fss_novel_{1,5}shot``. Run the evaluation with ``inference_fss/eval.py``.
+episodes ``synthetic_fss_novel_{1,5}shot``. Run the evaluation with
+``python -m inference_fss.eval``.
 """
 from .benchmarks import (
     BENCHMARKS,

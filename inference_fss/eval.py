@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Few-shot semantic segmentation evaluation of SINE (spec §7.1): mIoU and FB-IoU per fold.
+"""Few-shot semantic segmentation evaluation (spec §7.1): mIoU and FB-IoU per fold.
 
-    python inference_fss/eval.py --config-file configs/fss/coco20i_1shot.yaml --benchmark coco \\
+    python -m inference_fss.eval --config-file configs/fss/coco20i_1shot.yaml --benchmark coco \\
         --folds all --output output/fss/coco20i_1shot MODEL.WEIGHTS models/pytorch_model.bin
 
 Every episode resizes its query and K supports to TEST.FSS.IMAGE_SIZE (518), pads them to
@@ -9,81 +9,41 @@ MODEL.SINE.PAD_SIZE (896) and labels every support mask with the episode's class
 "instance" reference pooling builds one prototype jointly over the K shots. The semantic map is
 thresholded at MODEL.SINE.TEST.SEM_SEG_THRESH (0.7) by ``FSSEvaluator``.
 
-Interrupted runs resume: each fold keeps its per-episode intersection/union counts in
-``<output>/<dataset>/episodes.json`` (written atomically every ``--checkpoint-period`` episodes
-and when the run stops); a rerun with the same settings computes only the missing episodes,
-and folds with a ``results.json`` are skipped.
+(``python inference_fss/eval.py ...`` works as well, from any directory.) The model is any
+in-context model of the package, used through its surface (``segment_batch`` asking only for
+"sem_seg").
+
+Interrupted runs resume (``sine.evaluation.resume``): each fold keeps its per-episode
+intersection/union counts in ``<output>/<dataset>/episodes.json`` (written atomically every
+``--checkpoint-period`` episodes and when the run stops); a rerun with the same settings
+computes only the missing episodes, and folds with a ``results.json`` are skipped.
 """
 import argparse
 import functools
-import json
 import logging
 import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from tqdm import tqdm
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from inference_fss.benchmarks import BENCHMARKS, register_fss_benchmark  # noqa: E402
-from sine.config import get_sine_cfg  # noqa: E402
-from sine.data.datasets.common import datasets_root  # noqa: E402
-from sine.data.fss_episodes import (  # noqa: E402
+from inference_fss.benchmarks import BENCHMARKS, register_fss_benchmark
+from sine.data.datasets.common import datasets_root
+from sine.data.fss_episodes import (
     SYNTHETIC_FSS_EPISODES,
     FSSEpisodeMapper,
     register_synthetic_fss_episodes,
 )
-from sine.engine.predictor import build_in_context_model  # noqa: E402
-from sine.evaluation.fss_evaluation import FSSEvaluator, episode_intersection_union  # noqa: E402
-from sine.utils.io import atomic_write, atomic_write_json  # noqa: E402
+from sine.engine.predictor import build_in_context_model
+from sine.evaluation.fss_evaluation import FSSEvaluator
+from sine.evaluation.resume import RunRecords, model_identity
+from sine.evaluation.suite_setup import setup_suite
+from sine.utils.io import atomic_write_json
 
 logger = logging.getLogger("inference_fss.eval")
 
 BENCHMARK_CHOICES = sorted(BENCHMARKS) + ["synthetic"]
-
-
-class EpisodeFSSEvaluator(FSSEvaluator):
-    """``FSSEvaluator`` that also keeps every episode's counts, so a run can be saved and resumed.
-
-    ``episodes``: episode id -> (class id, intersection (2,), union (2,)), index 0 = background.
-    """
-
-    def reset(self):
-        super().reset()
-        self.episodes = {}
-
-    def process(self, inputs, outputs):
-        for inp, out in zip(inputs, outputs, strict=True):
-            pred = self._binary_prediction(inp, out)
-            inter, union = episode_intersection_union(pred, inp["sem_seg_gt"], self._ignore_label)
-            self.add_episode(inp["episode_id"], inp["class_id"], inter, union)
-
-    def add_episode(self, episode_id, class_id, inter, union):
-        episode_id, class_id = int(episode_id), int(class_id)
-        if episode_id in self.episodes:
-            raise ValueError(f"episode {episode_id} was already evaluated")
-        inter, union = np.asarray(inter, np.int64), np.asarray(union, np.int64)
-        self.episodes[episode_id] = (class_id, inter, union)
-        if class_id in self._totals:
-            old = self._totals[class_id]
-            self._totals[class_id] = (old[0] + inter, old[1] + union)
-        else:
-            self._totals[class_id] = (inter.copy(), union.copy())
-
-    def state(self):
-        """JSON-able ``{episode id: [class id, [inter bg, fg], [union bg, fg]]}``."""
-        return {str(e): [c, i.tolist(), u.tolist()]
-                for e, (c, i, u) in sorted(self.episodes.items())}
-
-    def load_state(self, state):
-        for episode_id, (class_id, inter, union) in state.items():
-            self.add_episode(episode_id, class_id, inter, union)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -107,13 +67,9 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    cfg = get_sine_cfg(args.config_file, args.opts)
-    if args.shot is not None:
-        cfg.TEST.FSS.SHOTS = args.shot
-    if args.seed is not None:
-        cfg.TEST.FSS.SEED = args.seed
-    cfg.freeze()
-    return cfg
+    """The frozen config of this run (with logging to ``--output``)."""
+    return setup_suite(args.config_file, args.opts, "inference_fss", output_dir=args.output,
+                       overrides={"TEST.FSS.SHOTS": args.shot, "TEST.FSS.SEED": args.seed})
 
 
 def parse_folds(args):
@@ -153,30 +109,12 @@ def register_folds(args, cfg):
 def run_settings(cfg, name):
     """What must match for saved episode counts to be reused."""
     meta = MetadataCatalog.get(name)
-    weights = os.path.abspath(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else ""
     return {
         "dataset": name, "shots": meta.shots, "seed": meta.seed,
-        "num_episodes": meta.get("num_episodes", None), "weights": weights,
+        "num_episodes": meta.get("num_episodes", None),
         "threshold": cfg.MODEL.SINE.TEST.SEM_SEG_THRESH, "image_size": cfg.TEST.FSS.IMAGE_SIZE,
-        "pad_size": cfg.MODEL.SINE.PAD_SIZE,
+        **model_identity(cfg),
     }
-
-
-def _load_matching(path, settings):
-    """The JSON at ``path`` if it exists; it must have been written with ``settings``."""
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        saved = json.load(f)
-    diff = {k: (saved["settings"].get(k), v) for k, v in settings.items()
-            if saved["settings"].get(k) != v}
-    if diff:
-        changes = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in diff.items())
-        raise ValueError(
-            f"{path} was written by a run with other settings ({changes}); use another --output "
-            "or delete that folder to start over"
-        )
-    return saved
 
 
 def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episode=None):
@@ -190,36 +128,35 @@ def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episo
     Returns:
         dict with "settings", "episodes" (count), "scores" (mIoU, FB-IoU, IoU-<class>).
     """
-    settings = run_settings(cfg, name)
+    records = RunRecords(run_settings(cfg, name), on_mismatch="error")
     results_path = os.path.join(fold_dir, "results.json")
-    finished = _load_matching(results_path, settings)
+    finished = records.load(results_path)
     if finished is not None:
         logger.info("%s: already evaluated (%s), skipped", name, results_path)
         return finished
     episodes = DatasetCatalog.get(name)
-    evaluator = EpisodeFSSEvaluator(name, threshold=settings["threshold"], distributed=False)
+    evaluator = FSSEvaluator(name, threshold=cfg.MODEL.SINE.TEST.SEM_SEG_THRESH,
+                             distributed=False)
     progress_path = os.path.join(fold_dir, "episodes.json")
-    saved = _load_matching(progress_path, settings)
+    saved = records.load(progress_path)
     if saved is not None:
         evaluator.load_state(saved["episodes"])
-        logger.info("%s: resuming, %d of %d episodes done", name, len(evaluator.episodes),
+        logger.info("%s: resuming, %d of %d episodes done", name, evaluator.num_episodes,
                     len(episodes))
-    todo = [e for e in episodes if e["episode_id"] not in evaluator.episodes]
+    todo = [e for e in episodes if not evaluator.has_episode(e["episode_id"])]
 
     def save():  # compact: one line per episode would make LVIS' 2300 episodes a long file
-        with atomic_write(progress_path) as f:
-            json.dump({"settings": settings, "episodes": evaluator.state()}, f)
+        records.save(progress_path, {"episodes": evaluator.state()}, compact=True)
 
     try:
         _run_episodes(cfg, get_model, todo, evaluator, save, checkpoint_period, on_episode, name,
                       len(episodes))
     finally:
-        if evaluator.episodes:
+        if evaluator.num_episodes:
             save()
-    scores = evaluator.evaluate()["fss"]
-    result = {"settings": settings, "episodes": len(evaluator.episodes), "scores": scores}
-    atomic_write_json(results_path, result)
-    return result
+    result = {"episodes": evaluator.num_episodes, "scores": evaluator.evaluate()["fss"]}
+    records.save(results_path, result)
+    return {"settings": records.settings, **result}
 
 
 def _run_episodes(cfg, get_model, todo, evaluator, save, period, on_episode, name, total):
@@ -264,9 +201,6 @@ def format_table(title, folds, mean):
 def main(argv=None, on_episode=None):
     """Run the CLI; returns the summary written to ``<output>/fss_<benchmark>_<K>shot.json``."""
     args = parse_args(argv)
-    os.makedirs(args.output, exist_ok=True)
-    for name in ("sine", "inference_fss"):
-        setup_logger(output=args.output, name=name)
     cfg = setup_cfg(args)
     names = register_folds(args, cfg)
     get_model = functools.cache(lambda: build_in_context_model(cfg))

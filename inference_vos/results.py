@@ -3,18 +3,21 @@
 Layout (official): DAVIS ``<output>/<video>/<frame>.png``; YouTube-VOS
 ``<output>/Annotations/<video>/<frame>.png`` plus ``<output>/submission.zip`` for the server.
 A video's PNGs are written to ``<output>/.partial/<video>`` and moved into place when the video
-is complete; then ``<output>/.done/<video>.json`` marks it finished, so an interrupted run
-redoes only unfinished videos.
+is complete; then ``<output>/.done/<video>.json`` marks it finished (a record of
+``sine.evaluation.resume``, tied to the run's settings), so an interrupted run redoes only
+unfinished videos, and a run with other settings in the same folder stops with an error.
 """
 import os
 import shutil
 import zipfile
 from contextlib import contextmanager
+from typing import Dict, Optional
 
 import numpy as np
 from PIL import Image
 
-from sine.utils.io import atomic_write, atomic_write_json
+from sine.evaluation.resume import RunRecords
+from sine.utils.io import atomic_write
 
 __all__ = ["VOSResultWriter", "VideoOutput"]
 
@@ -39,12 +42,15 @@ class VideoOutput:
 class VOSResultWriter:
     """Result folders of a VOS run: official layout, atomic per video, resumable."""
 
-    def __init__(self, output_dir: str, youtube: bool = False):
+    def __init__(self, output_dir: str, youtube: bool = False, settings: Optional[Dict] = None):
         """
         Args:
             output_dir: run folder.
             youtube: YouTube-VOS layout (results under ``Annotations/``, submission zip).
+            settings: what the results depend on (model, dataset); a video finished with other
+                settings is an error instead of being skipped.
         """
+        self.records = RunRecords(settings or {}, on_mismatch="error")
         self.output_dir = output_dir
         self.youtube = youtube
         self.results_dir = os.path.join(output_dir, "Annotations") if youtube else output_dir
@@ -56,8 +62,8 @@ class VOSResultWriter:
 
     def is_done(self, video: str) -> bool:
         """The video's results were completed by an earlier (or this) run."""
-        return os.path.isfile(self._marker(video)) and os.path.isdir(
-            os.path.join(self.results_dir, video))
+        return os.path.isdir(os.path.join(self.results_dir, video)) and \
+            self.records.load(self._marker(video)) is not None
 
     @contextmanager
     def video(self, name: str, palette):
@@ -74,7 +80,7 @@ class VOSResultWriter:
         os.makedirs(self.results_dir, exist_ok=True)
         shutil.rmtree(final, ignore_errors=True)  # left by a run stopped before its marker
         os.replace(tmp, final)
-        atomic_write_json(self._marker(name), out.info)
+        self.records.save(self._marker(name), out.info)
 
     def submission_zip(self) -> str:
         """Zip ``Annotations/`` as the YouTube-VOS server expects; returns the zip path."""

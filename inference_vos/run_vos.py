@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """Semi-supervised video object segmentation with SINE (spec §7.3): DAVIS 2016/2017, YouTube-VOS.
 
-    python inference_vos/run_vos.py --config-file configs/vos/davis17.yaml --dataset davis17 \\
+    python -m inference_vos.run_vos --config-file configs/vos/davis17.yaml --dataset davis17 \\
         --root datasets/DAVIS/2017/trainval --output output/vos/davis17 \\
         MODEL.WEIGHTS models/pytorch_model.bin
 
 Writes palette PNGs in the official layout (DAVIS ``<output>/<video>/<frame>.png``;
 YouTube-VOS ``<output>/Annotations/<video>/<frame>.png`` and ``<output>/submission.zip``).
-Each video is written atomically and marked done; a rerun skips finished videos. When the
+(``python inference_vos/run_vos.py ...`` works as well, from any directory.) Each video is
+written atomically and marked done (``sine.evaluation.resume``); a rerun with the same settings
+skips finished videos, one with other settings in the same folder stops. When the
 ground truth covers every frame (DAVIS val), J&F is computed with
 ``sine/evaluation/davis_metrics.py``: table printed, ``<output>/jf_results.json`` (percent) and
 the toolkit's CSV files (fractions) written.
@@ -15,24 +17,19 @@ the toolkit's CSV files (fractions) written.
 import argparse
 import logging
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from tqdm import tqdm
 
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from inference_vos.results import VOSResultWriter  # noqa: E402
-from inference_vos.video_reader import DAVISReader, YouTubeVOSReader  # noqa: E402
-from sine.config import get_sine_cfg  # noqa: E402
-from sine.data.datasets.common import datasets_root  # noqa: E402
-from sine.engine.predictor import SinePredictor  # noqa: E402
-from sine.engine.video_predictor import VideoPredictor  # noqa: E402
-from sine.evaluation.davis_metrics import DAVISEvaluation  # noqa: E402
-from sine.utils.io import atomic_write_json  # noqa: E402
+from inference_vos.results import VOSResultWriter
+from inference_vos.video_reader import DAVISReader, YouTubeVOSReader
+from sine.data.datasets.common import datasets_root
+from sine.engine.predictor import InContextPredictor
+from sine.engine.video_predictor import VideoPredictor
+from sine.evaluation.davis_metrics import DAVISEvaluation
+from sine.evaluation.resume import model_identity
+from sine.evaluation.suite_setup import setup_suite
+from sine.utils.io import atomic_write_json
 
 logger = logging.getLogger("inference_vos.run_vos")
 
@@ -62,9 +59,8 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    cfg = get_sine_cfg(args.config_file, args.opts)
-    cfg.freeze()
-    return cfg
+    """The frozen config of this run (with logging to ``--output``)."""
+    return setup_suite(args.config_file, args.opts, "inference_vos", output_dir=args.output)
 
 
 def build_reader(args):
@@ -135,14 +131,13 @@ def format_table(title, global_scores):
 def main(argv=None):
     """Run the CLI; returns the summary (also ``<output>/jf_results.json`` when evaluated)."""
     args = parse_args(argv)
-    os.makedirs(args.output, exist_ok=True)
-    for name in ("sine", "inference_vos"):
-        setup_logger(output=args.output, name=name)
     cfg = setup_cfg(args)
     reader = build_reader(args)
     youtube = isinstance(reader, YouTubeVOSReader)
-    writer = VOSResultWriter(args.output, youtube=youtube)
-    vp = VideoPredictor(SinePredictor(cfg))
+    settings = {"dataset": args.dataset, "split": reader.split, "all_frames": args.all_frames,
+                **model_identity(cfg)}
+    writer = VOSResultWriter(args.output, youtube=youtube, settings=settings)
+    vp = VideoPredictor(InContextPredictor(cfg))
     done, skipped, frames, seconds = run_videos(vp, reader, writer)
     summary = {
         "dataset": args.dataset, "split": reader.split, "config_file": args.config_file,

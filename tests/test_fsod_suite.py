@@ -293,7 +293,6 @@ def test_cli_end_to_end_with_cache_reuse_and_resume(synthetic_root, tiny_model, 
     weights = str(tmp_path / "tiny.pth")
     torch.save({"model": tiny_model.state_dict()}, weights)
     monkeypatch.setenv("DETECTRON2_DATASETS", synthetic_root)
-    monkeypatch.setattr(fsod_eval, "setup_logger", lambda *a, **k: None)
     out = str(tmp_path / "out")
     summary = fsod_eval.main(_cli(out, weights, "0-1"))
 

@@ -246,6 +246,9 @@ def test_run_vos_davis_writes_results_evaluates_and_resumes(tmp_path):
     again = run_vos.main(run_vos_args("davis17", root, out))
     assert again["skipped"] == ["clipA"] and again["processed"] == ["clipB"]
     assert stamps == {p: os.path.getmtime(out / "clipA" / p) for p in stamps}
+    # Results of other settings are never taken for finished videos of this run.
+    with pytest.raises(ValueError, match="other settings.*model_config_sha1"):
+        run_vos.main(run_vos_args("davis17", root, out, "MODEL.SINE.VOS.MEMORY_LEN", "3"))
 
 
 def test_run_vos_youtube_objects_appear_later(tmp_path):

@@ -134,6 +134,10 @@ class FSSEvaluator(DatasetEvaluator):
       With C > 1, ``input["sem_seg_channel"]`` selects the channel (default 0).
 
     The binary prediction is ``score > threshold`` (official FSS threshold 0.7, spec §5.1).
+
+    Inputs with an ``"episode_id"`` are also recorded per episode, so that an interrupted run
+    can be saved (:meth:`state`) and resumed (:meth:`load_state`), evaluating only the episodes
+    not yet seen (:meth:`has_episode`); an episode id may be evaluated once.
     """
 
     def __init__(self, dataset_name=None, *, class_ids=None, threshold=0.7, ignore_label=None,
@@ -162,6 +166,43 @@ class FSSEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._totals = {}
+        # episode id -> (class id, intersection (2,), union (2,)), index 0 = background.
+        self._episodes = {}
+
+    @property
+    def num_episodes(self) -> int:
+        """Episodes recorded (by :meth:`process` with episode ids, or :meth:`load_state`)."""
+        return len(self._episodes)
+
+    def has_episode(self, episode_id) -> bool:
+        return int(episode_id) in self._episodes
+
+    def add_episode(self, episode_id, class_id, inter, union):
+        """Record one episode's background/foreground intersection and union (2,) counts."""
+        episode_id, class_id = int(episode_id), int(class_id)
+        if episode_id in self._episodes:
+            raise ValueError(f"episode {episode_id} was already evaluated")
+        inter, union = np.asarray(inter, np.int64), np.asarray(union, np.int64)
+        self._episodes[episode_id] = (class_id, inter, union)
+        self._add_counts(class_id, inter, union)
+
+    def _add_counts(self, class_id, inter, union):
+        if class_id in self._totals:
+            old = self._totals[class_id]
+            self._totals[class_id] = (old[0] + inter, old[1] + union)
+        else:
+            self._totals[class_id] = (inter.copy(), union.copy())
+
+    def state(self):
+        """JSON-able per-episode counts:
+        ``{episode id: [class id, [inter bg, fg], [union bg, fg]]}``."""
+        return {str(e): [c, i.tolist(), u.tolist()]
+                for e, (c, i, u) in sorted(self._episodes.items())}
+
+    def load_state(self, state):
+        """Add the episodes of a :meth:`state` (e.g. saved by an interrupted run)."""
+        for episode_id, (class_id, inter, union) in state.items():
+            self.add_episode(episode_id, class_id, inter, union)
 
     def _binary_prediction(self, inp, out):
         scores = out["sem_seg"]
@@ -179,14 +220,15 @@ class FSSEvaluator(DatasetEvaluator):
         return (scores > self._threshold).cpu().numpy()
 
     def process(self, inputs, outputs):
-        preds, gts, class_ids = [], [], []
         for inp, out in zip(inputs, outputs, strict=True):
             if "sem_seg_gt" not in inp or "class_id" not in inp:
                 raise KeyError("FSSEvaluator inputs need 'sem_seg_gt' and 'class_id'")
-            preds.append(self._binary_prediction(inp, out))
-            gts.append(inp["sem_seg_gt"])
-            class_ids.append(inp["class_id"])
-        accumulate_fss(preds, gts, class_ids, self._ignore_label, totals=self._totals)
+            inter, union = episode_intersection_union(
+                self._binary_prediction(inp, out), inp["sem_seg_gt"], self._ignore_label)
+            if "episode_id" in inp:
+                self.add_episode(inp["episode_id"], inp["class_id"], inter, union)
+            else:
+                self._add_counts(int(inp["class_id"]), inter, union)
 
     def _merged_totals(self):
         if not self._distributed:
