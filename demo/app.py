@@ -21,7 +21,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
 from demo.visualize import draw_panels  # noqa: E402
-from sine.engine.predictor import SinePredictor  # noqa: E402
+from sine.engine.predictor import InContextPredictor  # noqa: E402
 
 __all__ = ["build_app", "editor_reference", "mask_objects", "segment"]
 
@@ -64,7 +64,7 @@ def editor_reference(editor: Optional[dict]) -> Tuple[np.ndarray, List[np.ndarra
     return image, painted
 
 
-def segment(predictor: SinePredictor, editor, mask, target, score_thresh: float):
+def segment(predictor: InContextPredictor, editor, mask, target, score_thresh: float):
     """The Run button: (ID, instances, semantic) overlays at the target size and captions."""
     image, painted = editor_reference(editor)
     if mask is not None:  # an uploaded mask takes precedence over painting
@@ -90,7 +90,7 @@ def segment(predictor: SinePredictor, editor, mask, target, score_thresh: float)
     return (*images, f"{len(masks)} reference object(s).  \n{captions}")
 
 
-def build_app(predictor: SinePredictor, score_thresh: float = 0.5) -> gr.Blocks:
+def build_app(predictor: InContextPredictor, score_thresh: float = 0.5) -> gr.Blocks:
     """The demo page; every element the browser test drives has an ``elem_id``."""
     with gr.Blocks(title="SINE in-context segmentation") as app:
         gr.Markdown(INTRO)
@@ -131,8 +131,8 @@ def main(argv: Optional[List[str]] = None):
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS x.pth")
     args = parser.parse_args(argv)
-    predictor = SinePredictor.from_config_file(args.config_file, opts=args.opts,
-                                               device=args.device)
+    predictor = InContextPredictor.from_config_file(args.config_file, opts=args.opts,
+                                                    device=args.device)
     build_app(predictor).launch(server_name=args.host, server_port=args.port)
 
 

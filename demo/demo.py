@@ -35,7 +35,7 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from demo.visualize import draw_panels, semantic_masks, side_by_side  # noqa: E402
-from sine.engine.predictor import SinePredictor, read_rgb  # noqa: E402
+from sine.engine.predictor import InContextPredictor, read_rgb  # noqa: E402
 
 logger = logging.getLogger("sine.demo")
 
@@ -176,12 +176,13 @@ def save_masks(path: str, result: dict, sem_thresh: float, score_thresh: float):
     np.savez_compressed(path, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
-def build_predictor(args) -> SinePredictor:
+def build_predictor(args) -> InContextPredictor:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but CUDA is not available: use --device cpu")
     if not os.path.isfile(args.config_file):
         raise ValueError(f"config file {args.config_file!r} does not exist")
-    return SinePredictor.from_config_file(args.config_file, opts=args.opts, device=args.device)
+    return InContextPredictor.from_config_file(args.config_file, opts=args.opts,
+                                               device=args.device)
 
 
 def run(args) -> List[str]:

@@ -115,7 +115,7 @@ def draw_semantic(image: np.ndarray, sem_seg, classes, sem_thresh: float) -> Pan
 def draw_panels(
     image: np.ndarray, result: Dict, sem_thresh: float, score_thresh: float
 ) -> Dict[str, Panel]:
-    """The enabled granularities of ``result`` (``SinePredictor.predict``) as panels.
+    """The enabled granularities of ``result`` (``InContextPredictor.predict``) as panels.
 
     Returns:
         {"id", "instances", "semantic"} -> Panel, in that order, for those in ``result``.

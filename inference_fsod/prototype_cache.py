@@ -52,6 +52,9 @@ def compute_prototypes(
 ) -> ReferenceTokens:
     """Encode every reference image once and pool the reference tokens of all of them.
 
+    The features of every reference are kept until the one pooling (what ``encode`` returns;
+    for SINE the (C, S/14, S/14) neck features, 4 MiB per image at 896).
+
     Args:
         model: the in-context model (its configured reference pooling; "fsod" for SINE).
         records: reference records (annotations with contiguous ``category_id``).

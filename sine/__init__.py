@@ -7,7 +7,7 @@ from . import (
     modeling,  # noqa: F401  (registers backbone and meta-architecture)
 )
 from .config import add_sine_config
-from .engine.predictor import SinePredictor
+from .engine.predictor import InContextPredictor, SinePredictor
 from .engine.video_predictor import VideoPredictor
 
-__all__ = ["add_sine_config", "SinePredictor", "VideoPredictor"]
+__all__ = ["add_sine_config", "InContextPredictor", "SinePredictor", "VideoPredictor"]

@@ -187,3 +187,12 @@ def test_fsod_segmenter_segments_through_the_surface(predictor, surface_spy):
     assert out.image_size == (42, 56) and set(out.pred_classes.tolist()) <= {0, 3}
     assert [c["outputs"] for c in surface_spy] == [frozenset({"instances"})]
     assert surface_spy[0]["autocast"] >= 1 and surface_spy[0]["resized"] == 1
+
+
+def test_segment_takes_one_target_and_sine_tokens(predictor):
+    tokens, features, geometry = _tokens_and_target(predictor)
+    two = {k: v.repeat(2, 1, 1, 1) for k, v in features.items()}
+    with pytest.raises(ValueError, match="one target"):
+        predictor.model.segment(two, tokens, geometry, {"id"})
+    with pytest.raises(TypeError, match="SINEReferenceTokens"):
+        predictor.model.segment(features, object(), geometry, {"id"})

@@ -329,6 +329,11 @@ class SINE(InContextSegmenter):
         if not isinstance(tokens, SINEReferenceTokens):
             raise TypeError(f"SINE.segment needs SINEReferenceTokens (from "
                             f"SINE.reference_tokens), got {type(tokens).__name__}")
+        if target_features["neck"].shape[0] != 1:
+            raise ValueError(
+                f"segment takes the features of one target, got a batch of "
+                f"{target_features['neck'].shape[0]}; select one with select_features(features, b)"
+            )
         id_only = self.fast_inference and not (outputs & {"instances", "sem_seg"})
         raw = self.decode_tokens(target_features, tokens, id_only=id_only)
         # Results are post-processed in float32 whatever autocast a caller runs under.
