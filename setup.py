@@ -29,6 +29,10 @@ setup(
                 # tests/test_web_demo.py (Chromium itself: tools/install_browser.sh)
                 "gradio>=6.0,<7", "playwright>=1.40"],
         "demo": ["gradio>=6.0,<7"],  # demo/app.py
+        # The SegIC model: SAM's prompt encoder / two-way decoder, the CLIP text tower
+        # (transformers 5: the 4.x line pins huggingface-hub < 1, which gradio 6 cannot use) and
+        # the CLIP BPE file shipped in open-clip-torch (the offline tokenizer).
+        "segic": ["segment-anything>=1.0", "transformers>=5.0", "open-clip-torch>=2.20"],
     },
     # detectron2 is installed by tools/install_detectron2.py (no compiled ops needed).
 )

@@ -1,4 +1,4 @@
-"""Config keys of sine. Every hyper-parameter of SINE lives here exactly once (spec §6).
+"""Config keys of sine. Every hyper-parameter of SINE and SegIC lives here exactly once.
 
 Defaults reproduce the released model: DINOv2 ViT-L/14, 200 instance queries, 896 input.
 """
@@ -32,6 +32,10 @@ def add_sine_config(cfg):
     cfg.MODEL.DINOV2.WEIGHTS = ""
     # Offset of the official bicubic pos-embed interpolation (scale_factor=(g + 0.1) / 37).
     cfg.MODEL.DINOV2.INTERPOLATE_OFFSET = 0.1
+    cfg.MODEL.DINOV2.INTERPOLATE_ANTIALIAS = False  # antialias of that interpolation (both: off)
+    # Features after the final LayerNorm (SegIC's x_norm_patchtokens) instead of before it
+    # (SINE's x_prenorm).
+    cfg.MODEL.DINOV2.OUTPUT_NORM = False
     # SINE keeps DINOv2 frozen (excluded from the optimizer, always in eval mode). False trains
     # it: only for the CPU demo, whose small ViT starts from random weights.
     cfg.MODEL.DINOV2.FROZEN = True
@@ -151,8 +155,64 @@ def add_sine_config(cfg):
     cfg.SOLVER.CLIP_GRADIENTS.NORM_TYPE = 2.0
 
 
+def add_segic_config(cfg):
+    """Add the keys of the SegIC model (``MODEL.SEGIC.*``) to a detectron2 config (in place).
+
+    Defaults are the released recipe (SegIC spec §1.14): DINOv2-L/14 at 896 px (64 x 64 grid),
+    SAM-style decoder of width 256 with 2 two-way blocks, 8 heads, MLP 2048, CLIP-L text on.
+    The DINOv2 keys are shared with SINE (MODEL.DINOV2); SegIC reads the final-norm tokens
+    (MODEL.DINOV2.OUTPUT_NORM True, set by configs/segic/Base-SegIC.yaml).
+    """
+    cfg.MODEL.SEGIC = CN()
+    cfg.MODEL.SEGIC.IMAGE_SIZE = 896  # S: every image is resized (long side) and padded to S x S
+    cfg.MODEL.SEGIC.WIDTH = 256  # D: neck, prompt and decoder width
+    cfg.MODEL.SEGIC.DEC_LAYERS = 2  # two-way blocks
+    cfg.MODEL.SEGIC.NHEADS = 8
+    cfg.MODEL.SEGIC.MLP_DIM = 2048
+    cfg.MODEL.SEGIC.NUM_MULTIMASK_OUTPUTS = 3  # SAM's extra mask tokens (SegIC reads token 0)
+    cfg.MODEL.SEGIC.MASK_IN_CHANS = 16  # hidden channels of the dense-prompt stack
+    # Conv strides of the dense-prompt stack, S -> g (product = patch size: 7 x 2 for /14).
+    cfg.MODEL.SEGIC.MASK_DOWN_STRIDES = [7, 2]
+    cfg.MODEL.SEGIC.TAU = 1.0  # temperature dividing the coarse mask (official tau_simm)
+    cfg.MODEL.SEGIC.SIMILARITY_EPS = 1e-8  # norm clamp of the cosine similarity (one-shot/train)
+    # Every entity's query also sees the other entities' visual tokens as negatives (inference).
+    cfg.MODEL.SEGIC.CROSS_ENTITY_PROMPT = True
+
+    # Meta instructions: the frozen CLIP ViT-L/14 text tower.
+    cfg.MODEL.SEGIC.USE_TEXT = True
+    cfg.MODEL.SEGIC.TEXT_ENCODER = CN()
+    # Local Hugging Face directory of the CLIP text weights (openai/clip-vit-large-patch14).
+    cfg.MODEL.SEGIC.TEXT_ENCODER.WEIGHTS = ""
+    # "" = the CLIP BPE file shipped in open-clip-torch; or a .txt.gz BPE file / HF directory.
+    cfg.MODEL.SEGIC.TEXT_ENCODER.TOKENIZER = ""
+    cfg.MODEL.SEGIC.TEXT_ENCODER.HIDDEN_SIZE = 768  # T_d, input of prompt_proj
+    # With USE_TEXT False: a file holding the (T_d,) pooled CLIP embedding of the empty prompt
+    # "" (tools/convert_official_checkpoint.py --clip-text-dir writes it). The text slot is then
+    # filled exactly as the official --no_text_eval; "" drops the slot instead.
+    cfg.MODEL.SEGIC.TEXT_ENCODER.EMPTY_PROMPT_EMBEDDING = ""
+    cfg.MODEL.SEGIC.CLASS_PROMPT = "a photo of a {}"  # entities with a class name
+    cfg.MODEL.SEGIC.INSTANCE_PROMPT = "please segment the instances"  # entities without one
+
+    # Training (spec §1.7-§1.10).
+    cfg.MODEL.SEGIC.TRAIN = CN()
+    cfg.MODEL.SEGIC.TRAIN.TEXT_KEEP_RATIO = 0.75  # P(class-name prompt) per semantic image
+    cfg.MODEL.SEGIC.TRAIN.BOX_PROMPT_PROB = 0.5  # P(target GT box as a box prompt) per image/pass
+    cfg.MODEL.SEGIC.TRAIN.CROSS_ENTITY_PROB = 0.5  # P(cross-entity visual tokens) per image/pass
+    cfg.MODEL.SEGIC.TRAIN.REVERSE_CONTEXT = True  # second pass with the images swapped
+    cfg.MODEL.SEGIC.TRAIN.NUM_POINTS = 12544
+    cfg.MODEL.SEGIC.TRAIN.OVERSAMPLE_RATIO = 3.0
+    cfg.MODEL.SEGIC.TRAIN.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    # VOS (spec §1.11): memory entries used per frame and cross-object negative points.
+    cfg.MODEL.SEGIC.VOS = CN()
+    cfg.MODEL.SEGIC.VOS.MEMORY_PICKS = 2  # linspace(0, len - 1, 2): first GT + latest prediction
+    cfg.MODEL.SEGIC.VOS.NEGATIVE_POINTS = True
+    cfg.MODEL.SEGIC.VOS.SIMILARITY_EPS = 1e-4
+
+
 def get_sine_cfg(config_file=None, opts=()):
-    """A detectron2 config with the sine keys, ``config_file`` and ``KEY VALUE`` ``opts`` merged.
+    """A detectron2 config with the keys of both models (SINE and SegIC), ``config_file`` and
+    ``KEY VALUE`` ``opts`` merged.
 
     Not frozen, so scripts can still adjust it.
     """
@@ -160,6 +220,7 @@ def get_sine_cfg(config_file=None, opts=()):
 
     cfg = get_cfg()
     add_sine_config(cfg)
+    add_segic_config(cfg)
     if config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))

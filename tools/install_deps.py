@@ -5,7 +5,8 @@ Steps (each skipped when already satisfied):
 1. ``torch`` + ``torchvision`` from the package registry. A CPU-only torch that torchvision
    cannot load against (torchvision's registry wheels link the CUDA libtorch) is replaced by the
    registry's CUDA build, which runs on CPU as well.
-2. ``pip install -e .`` (``.[dev]`` with ``--dev``): this package and its pure-Python needs.
+2. ``pip install -e .`` (``.[dev,segic]`` with ``--dev``): this package and its pure-Python needs
+   (the ``segic`` extra brings segment-anything, transformers and open-clip-torch for SegIC).
 3. detectron2, through ``tools/install_detectron2.py`` (official source or the repackaged
    registry wheel; nothing is compiled).
 4. With ``--dev``: Chromium, Gradio and Playwright for the web-demo browser test
@@ -46,10 +47,11 @@ def ensure_torch():
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dev", action="store_true", help="also install test/lint tools")
+    parser.add_argument("--dev", action="store_true",
+                        help="also install test/lint tools and the SegIC extra")
     args = parser.parse_args()
     ensure_torch()
-    target = ".[dev]" if args.dev else "."
+    target = ".[dev,segic]" if args.dev else "."
     run(sys.executable, "-m", "pip", "install", "-q", "-e", target)
     run(sys.executable, os.path.join(ROOT, "tools", "install_detectron2.py"))
     if args.dev:

@@ -118,10 +118,16 @@ class Block(nn.Module):
 
 
 class DinoVisionTransformer(nn.Module):
-    """DINOv2 ViT returning the patch features of the last block, before the final norm.
+    """DINOv2 ViT returning the patch features of the last block.
 
-    ``norm`` and ``mask_token`` exist only so that official checkpoints load strictly;
-    SINE uses ``x_prenorm`` (spec §1.3), so neither affects the output.
+    Two recipes differ in what they read (options, one ViT):
+
+    * SINE (default): ``x_prenorm``, the last block's tokens before the final norm (SINE spec
+      §1.3); ``norm`` then exists only so that official checkpoints load strictly.
+    * SegIC (``output_norm=True``): ``x_norm_patchtokens`` of the torch-hub model, the tokens after
+      the final LayerNorm (SegIC spec §1.2).
+
+    ``mask_token`` is never used (no masked tokens at inference); it is kept for strict loading.
     """
 
     # True caches the interpolated pos-embed per grid size (see cached_pos_encoding).
@@ -139,13 +145,24 @@ class DinoVisionTransformer(nn.Module):
         init_values: float = 1e-5,
         ffn_layer: str = "mlp",
         interpolate_offset: float = 0.1,
+        interpolate_antialias: bool = False,
+        output_norm: bool = False,
     ):
+        """
+        Args:
+            interpolate_offset: offset of the bicubic pos-embed resampling (official 0.1).
+            interpolate_antialias: antialias of that resampling (off in both official recipes).
+            output_norm: return the tokens after the final LayerNorm (SegIC) instead of before it
+                (SINE).
+        """
         super().__init__()
         if ffn_layer not in ("mlp", "swiglu", "swiglufused"):
             raise ValueError(f"Unknown DINOv2 ffn_layer {ffn_layer!r}; use 'mlp' or 'swiglufused'.")
         self.embed_dim = embed_dim
         self.patch_size = patch_size
         self.interpolate_offset = interpolate_offset
+        self.interpolate_antialias = interpolate_antialias
+        self.output_norm = output_norm
         self.pos_grid = img_size // patch_size
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pos_grid**2 + 1, embed_dim))
@@ -179,6 +196,7 @@ class DinoVisionTransformer(nn.Module):
             patch_pos,
             scale_factor=((h + offset) / g0, (w + offset) / g0),
             mode="bicubic",
+            antialias=self.interpolate_antialias,
         )
         if patch_pos.shape[-2:] != (h, w):
             raise RuntimeError(
@@ -216,7 +234,8 @@ class DinoVisionTransformer(nn.Module):
         Args:
             x: (B, 3, H, W) normalised images, H and W multiples of the patch size.
         Returns:
-            (B, C, H/p, W/p) last-block features before the final norm, cls token dropped.
+            (B, C, H/p, W/p) last-block patch features (after the final norm when
+            ``output_norm``), cls token dropped.
         """
         B, _, H, W = x.shape
         p = self.patch_size
@@ -228,6 +247,8 @@ class DinoVisionTransformer(nn.Module):
         tokens = tokens + self.cached_pos_encoding(h, w).to(tokens.dtype)
         for blk in self.blocks:
             tokens = blk(tokens)
+        if self.output_norm:
+            tokens = self.norm(tokens)
         return tokens[:, 1:].transpose(1, 2).reshape(B, self.embed_dim, h, w)
 
 

@@ -13,7 +13,7 @@ from .dinov2 import DinoVisionTransformer, build_dinov2_vit, load_dinov2_checkpo
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DINOv2Encoder", "build_dinov2_encoder", "build_neck"]
+__all__ = ["DINOv2Encoder", "build_dinov2_encoder", "build_dinov2_vit_from_config", "build_neck"]
 
 
 def build_neck(in_chans: int, out_chans: int, use_fc: bool = False) -> nn.Module:
@@ -28,6 +28,25 @@ def build_neck(in_chans: int, out_chans: int, use_fc: bool = False) -> nn.Module
         LayerNorm(out_chans, eps=1e-6),
         nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
         LayerNorm(out_chans, eps=1e-6),
+    )
+
+
+def build_dinov2_vit_from_config(cfg) -> DinoVisionTransformer:
+    """The DINOv2 ViT described by ``cfg.MODEL.DINOV2`` (random init; weights loaded separately)."""
+    d = cfg.MODEL.DINOV2
+    return build_dinov2_vit(
+        d.ARCH,
+        embed_dim=d.EMBED_DIM,
+        depth=d.DEPTH,
+        num_heads=d.NUM_HEADS,
+        mlp_ratio=d.MLP_RATIO,
+        patch_size=d.PATCH_SIZE,
+        img_size=d.IMG_SIZE,
+        init_values=d.INIT_VALUES,
+        ffn_layer=d.FFN_LAYER,
+        interpolate_offset=d.INTERPOLATE_OFFSET,
+        interpolate_antialias=d.INTERPOLATE_ANTIALIAS,
+        output_norm=d.OUTPUT_NORM,
     )
 
 
@@ -74,9 +93,12 @@ class DINOv2Encoder(Backbone):
         if frozen:
             self.encoder.requires_grad_(False)
         else:
-            # Features are taken before the final norm and no token is masked, so these never
-            # get a gradient; leaving them trainable would break DDP's reduction.
-            for p in (self.encoder.mask_token, *self.encoder.norm.parameters()):
+            # No token is masked and (unless the features are read after it) the final norm is
+            # unused, so these never get a gradient; trainable they would break DDP's reduction.
+            unused = [self.encoder.mask_token]
+            if not self.encoder.output_norm:
+                unused += list(self.encoder.norm.parameters())
+            for p in unused:
                 p.requires_grad_(False)
             self.encoder.eval()
         self._register_load_state_dict_pre_hook(self._keep_loaded_encoder_weights)
@@ -84,18 +106,7 @@ class DINOv2Encoder(Backbone):
     @classmethod
     def from_config(cls, cfg, input_shape=None):
         d = cfg.MODEL.DINOV2
-        encoder = build_dinov2_vit(
-            d.ARCH,
-            embed_dim=d.EMBED_DIM,
-            depth=d.DEPTH,
-            num_heads=d.NUM_HEADS,
-            mlp_ratio=d.MLP_RATIO,
-            patch_size=d.PATCH_SIZE,
-            img_size=d.IMG_SIZE,
-            init_values=d.INIT_VALUES,
-            ffn_layer=d.FFN_LAYER,
-            interpolate_offset=d.INTERPOLATE_OFFSET,
-        )
+        encoder = build_dinov2_vit_from_config(cfg)
         return {
             "encoder": encoder,
             "feat_chans": cfg.MODEL.SINE.FEAT_CHANS,
