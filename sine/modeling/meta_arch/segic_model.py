@@ -123,6 +123,9 @@ class SegICPairBatch:
 class SegIC(InContextSegmenter):
     """SegIC on a frozen DINOv2 (+ frozen CLIP text tower), one mask query per entity."""
 
+    #: Key prefixes of the frozen towers (never in an official SegIC checkpoint).
+    frozen_prefixes = FROZEN_PREFIXES
+
     @configurable
     def __init__(
         self,
@@ -138,6 +141,7 @@ class SegIC(InContextSegmenter):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         dinov2_weights: str = "",
+        text_weights: str = "",
         empty_prompt_embedding: Optional[torch.Tensor] = None,
         tau: float = 1.0,
         similarity_eps: float = 1e-8,
@@ -167,8 +171,8 @@ class SegIC(InContextSegmenter):
             width: D.
             image_size: S, the square model input (a multiple of the patch size).
             pixel_mean, pixel_std: normalisation on the 0-255 scale (ImageNet).
-            dinov2_weights: file ``encoder`` was loaded from (its keys are then not expected in
-                a SegIC checkpoint).
+            dinov2_weights, text_weights: file / directory ``encoder`` / ``text_encoder`` were
+                loaded from (reported by the checkpoint checks).
             empty_prompt_embedding: (T_d,) pooled CLIP embedding of "" used as every entity's
                 text when ``text_encoder`` is None (official --no_text_eval); None drops the
                 text slot.
@@ -207,6 +211,7 @@ class SegIC(InContextSegmenter):
                              f"patch size {self.size_divisibility}")
         self.image_size = self.pad_size = image_size
         self.dinov2_weights = dinov2_weights
+        self.text_weights = text_weights
         self.tau = tau
         self.similarity_eps = similarity_eps
         self.cross_entity_prompt = cross_entity_prompt
@@ -273,6 +278,7 @@ class SegIC(InContextSegmenter):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "dinov2_weights": cfg.MODEL.DINOV2.WEIGHTS,
+            "text_weights": s.TEXT_ENCODER.WEIGHTS if s.USE_TEXT else "",
             "empty_prompt_embedding": empty,
             "tau": s.TAU,
             "similarity_eps": s.SIMILARITY_EPS,
@@ -310,7 +316,7 @@ class SegIC(InContextSegmenter):
         if self.dinov2_weights:
             sources["encoder."] = self.dinov2_weights
         if self.text_encoder is not None:
-            sources["text_encoder."] = "MODEL.SEGIC.TEXT_ENCODER.WEIGHTS"
+            sources["text_encoder."] = self.text_weights or "MODEL.SEGIC.TEXT_ENCODER.WEIGHTS"
         return sources
 
     def official_state_dict_keys(self) -> Dict[str, torch.Size]:
@@ -575,14 +581,18 @@ class SegIC(InContextSegmenter):
         )
 
     def losses(self, batch: SegICPairBatch, rng=random,
-               record: Optional[List[SegICDecoding]] = None) -> Dict[str, torch.Tensor]:
+               record: Optional[Dict] = None) -> Dict[str, torch.Tensor]:
         """Training losses of a batch of pairs (spec §1.7-§1.10).
 
         Random decisions are drawn from ``rng`` (python's ``random`` by default) in the official
         order: one text draw per image (targets, then references), then per pass and per image a
         box draw and a cross-entity draw; the point sampling of the losses draws from torch's
-        default generator (two ``torch.rand`` calls per pass). ``record`` collects every
-        decoder call (forward pass first, then the reverse pass).
+        default generator (two ``torch.rand`` calls per pass).
+
+        ``record`` (a dict, for inspection) receives "prompts" (2B strings, targets first),
+        "text_pooled", "features" (2B, C, g, g), "calls" (every :class:`SegICDecoding`, forward
+        pass first, then the reverse pass), "num_masks" per pass and "reverse_context_masks"
+        (N, S, S).
         """
         B = batch.tar_images.shape[0]
         feats = self.encode(torch.cat([batch.tar_images, batch.ref_images]))["dinov2"]
@@ -596,6 +606,10 @@ class SegIC(InContextSegmenter):
                 prompts.append(self.class_prompt.format(name) if keep else "")
         text = self.encode_text(prompts)
         texts = [None] * (2 * B) if text is None else list(text)
+        calls: List[SegICDecoding] = []
+        if record is not None:
+            record.update(prompts=prompts, text_pooled=text, features=feats, calls=calls,
+                          num_masks=[])
 
         def one_pass(tar_feats, ctx_feats, ctx_masks, gt_masks, text_pooled):
             logits = []
@@ -607,10 +621,11 @@ class SegIC(InContextSegmenter):
                 t = None if text_pooled[b] is None else text_pooled[b][None].expand(n, -1)
                 dec = self.decode(tar_feats[b], protos, t, cross_entity=cross,
                                   boxes=inclusive_boxes(gt_masks[b]).float() if use_box else None)
-                if record is not None:
-                    record.append(dec)
+                calls.append(dec)
                 logits.append(dec.low_res_logits)
             logits = torch.cat(logits)
+            if record is not None:
+                record["num_masks"].append(logits.shape[0])
             return logits, self.mask_losses(logits, torch.cat(gt_masks))
 
         fwd_logits, fwd = one_pass(feats[:B], feats[B:], batch.ref_masks, batch.tar_masks,
@@ -620,6 +635,8 @@ class SegIC(InContextSegmenter):
         with torch.no_grad():
             predicted = F.interpolate(fwd_logits.detach(), size=batch.tar_images.shape[-2:],
                                       mode="bilinear", align_corners=False)[:, 0] > 0
+        if record is not None:
+            record["reverse_context_masks"] = predicted
         ctx = list(predicted.split([len(m) for m in batch.tar_masks]))
         _, rev = one_pass(feats[B:], feats[:B], ctx, batch.ref_masks, texts[B:])
         # The official loss is the mean of both passes; halving each term keeps detectron2's
