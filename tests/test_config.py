@@ -5,6 +5,7 @@ import pytest
 from detectron2.config import get_cfg
 
 from sine import add_sine_config
+from sine.config import get_sine_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
@@ -27,12 +28,22 @@ def test_there_are_configs():
     assert any(n.startswith("configs/demo/") for n in names)
 
 
+def test_segic_defaults_are_the_released_recipe():
+    cfg = get_sine_cfg(os.path.join(ROOT, "configs", "segic", "Base-SegIC.yaml"))
+    s = cfg.MODEL.SEGIC
+    assert cfg.MODEL.META_ARCHITECTURE == "SegIC"
+    assert cfg.MODEL.DINOV2.ARCH == "vit_large" and cfg.MODEL.DINOV2.OUTPUT_NORM
+    assert s.IMAGE_SIZE == 896 and s.WIDTH == 256
+    assert (s.DEC_LAYERS, s.NHEADS, s.MLP_DIM) == (2, 8, 2048)
+    assert s.USE_TEXT and tuple(s.MASK_DOWN_STRIDES) == (7, 2)
+    # The SINE keys are untouched by the SegIC ones (one loader for both models).
+    assert not get_sine_cfg().MODEL.DINOV2.OUTPUT_NORM
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_every_yaml_merges_and_freezes(path):
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    cfg.merge_from_file(path)  # raises on any unknown key
+    cfg = get_sine_cfg(path)  # raises on any unknown key
     cfg.freeze()
-    assert cfg.MODEL.META_ARCHITECTURE == "SINE"
+    assert cfg.MODEL.META_ARCHITECTURE in ("SINE", "SegIC")
     if cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS:
         assert len(cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS) == len(cfg.DATASETS.TRAIN)
