@@ -6,6 +6,7 @@ Everything is built from the directory's config.json (and the shapes of its weig
 weights load through the project's checkpointer, and every size / count comes from the loaded
 tensors, so any golden directory in the same format is checked by this file.
 """
+import importlib.util
 import os
 import random
 
@@ -378,3 +379,30 @@ def test_wrong_state_dict_is_refused_with_the_keys(golden, model, tmp_path):
     message = str(err.value)
     for key in ("inst_proj.bias", "mask_decoder.extra.weight", "prompt_proj.weight"):
         assert key in message
+
+
+def test_convert_tool_checks_and_writes_the_official_checkpoint(golden, model, weights, tmp_path):
+    path = os.path.join(ROOT, "tools", "convert_official_checkpoint.py")
+    spec = importlib.util.spec_from_file_location("convert_official_checkpoint", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    dinov2, clip_dir = weights
+    config = tmp_path / "segic.yaml"
+    config.write_text(build_segic_cfg(golden, dinov2, clip_dir).dump())
+    output, empty = tmp_path / "segic.pth", tmp_path / "empty_prompt.pt"
+    assert tool.main(["--config-file", str(config), "--input", golden["state_dict_path"],
+                      "--output", str(output), "--dinov2-weights", dinov2,
+                      "--clip-text-dir", clip_dir, "--empty-prompt-embedding", str(empty)]) == 0
+    converted = torch.load(output, map_location="cpu")["model"]
+    official = torch.load(golden["state_dict_path"], map_location="cpu")
+    assert all(torch.equal(converted[k], v) for k, v in official.items())
+    assert sorted(set(converted) - set(official)) == sorted(
+        "encoder." + k for k in golden["frozen"]["dinov2"])
+    # The saved empty-prompt embedding is CLIP's: text off + that file = the official "" token.
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(empty), model.text_encoder([""])[0])
+    bad = dict(official)
+    bad.pop("neck.0.weight")
+    torch.save(bad, tmp_path / "bad.pth")
+    assert tool.main(["--config-file", str(config), "--input", str(tmp_path / "bad.pth"),
+                      "--output", str(tmp_path / "out.pth")]) == 1
