@@ -192,6 +192,9 @@ def add_segic_config(cfg):
     cfg.MODEL.SEGIC.TEXT_ENCODER.EMPTY_PROMPT_EMBEDDING = ""
     cfg.MODEL.SEGIC.CLASS_PROMPT = "a photo of a {}"  # entities with a class name
     cfg.MODEL.SEGIC.INSTANCE_PROMPT = "please segment the instances"  # entities without one
+    # Class id -> name, for callers that pass class ids but no names (predictor, suites); an
+    # entity whose id is not listed gets the instance prompt.
+    cfg.MODEL.SEGIC.CLASS_NAMES = []
 
     # Training (spec §1.7-§1.10).
     cfg.MODEL.SEGIC.TRAIN = CN()

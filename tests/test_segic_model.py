@@ -114,3 +114,14 @@ def test_training_forward_returns_halved_pass_losses_and_trains_the_decoder():
     assert model.mask_decoder.output_hypernetworks_mlps[0].layers[0].weight.grad is not None
     assert all(p.grad is None for p in model.encoder.parameters())
     assert not model.encoder.training  # the frozen tower stays in eval mode
+
+
+def test_class_names_from_config_become_prompts():
+    model = tiny_segic("MODEL.SEGIC.CLASS_NAMES", "['dog', 'cat']")
+    S = model.image_size
+    feats = model.encode(torch.zeros(2, 3, S, S))
+    masks = [square(S, (0, 0, 30, 30))[None], square(S, (40, 40, 90, 90))[None]]
+    tokens = model.reference_tokens(feats, masks, [torch.tensor([1]), torch.tensor([7])])
+    assert tokens.names == ["cat", None]
+    assert model.prompts_of(tokens.names, 2) == ["a photo of a cat",
+                                                 "please segment the instances"]

@@ -148,6 +148,7 @@ class SegIC(InContextSegmenter):
         cross_entity_prompt: bool = True,
         class_prompt: str = "a photo of a {}",
         instance_prompt: str = "please segment the instances",
+        class_names: Sequence[str] = (),
         text_keep_ratio: float = 0.75,
         box_prompt_prob: float = 0.5,
         cross_entity_prob: float = 0.5,
@@ -179,6 +180,7 @@ class SegIC(InContextSegmenter):
             tau: coarse-mask temperature. similarity_eps: cosine norm clamp (one-shot/train).
             cross_entity_prompt: at inference every entity sees the others' visual tokens.
             class_prompt, instance_prompt: prompt of an entity with / without a class name.
+            class_names: class id -> name, used when ``reference_tokens`` gets no names.
             text_keep_ratio, box_prompt_prob, cross_entity_prob, reverse_context, num_points,
                 oversample_ratio, importance_sample_ratio: training recipe (spec §1.7-§1.10).
             vos_memory_picks, vos_negative_points, vos_similarity_eps: VOS protocol (§1.11).
@@ -217,6 +219,7 @@ class SegIC(InContextSegmenter):
         self.cross_entity_prompt = cross_entity_prompt
         self.class_prompt = class_prompt
         self.instance_prompt = instance_prompt
+        self.class_names = list(class_names)
         self.text_keep_ratio = text_keep_ratio
         self.box_prompt_prob = box_prompt_prob
         self.cross_entity_prob = cross_entity_prob
@@ -285,6 +288,7 @@ class SegIC(InContextSegmenter):
             "cross_entity_prompt": s.CROSS_ENTITY_PROMPT,
             "class_prompt": s.CLASS_PROMPT,
             "instance_prompt": s.INSTANCE_PROMPT,
+            "class_names": list(s.CLASS_NAMES),
             "text_keep_ratio": s.TRAIN.TEXT_KEEP_RATIO,
             "box_prompt_prob": s.TRAIN.BOX_PROMPT_PROB,
             "cross_entity_prob": s.TRAIN.CROSS_ENTITY_PROB,
@@ -388,10 +392,14 @@ class SegIC(InContextSegmenter):
     ) -> SegICReferenceTokens:
         """Prototypes and text of the reference entities.
 
-        ``pooling`` selects the protocol: "one_shot" (default; one entity per mask) or "vos"
-        (the K images are memory frames of the same objects: masks with the same id become one
-        entity with one prototype per frame; frames beyond ``MODEL.SEGIC.VOS.MEMORY_PICKS`` are
-        subsampled as ``linspace(0, K - 1, picks)``, first frame = ground truth).
+        ``names`` (one per mask, None = the instance prompt) default to
+        ``MODEL.SEGIC.CLASS_NAMES[label]`` when that list is set.
+
+        ``pooling`` selects the protocol: "one_shot" (default; one entity per mask) or "vos" (the
+        K images are memory frames of the same objects, oldest first: masks with the same id
+        become one entity with one prototype per frame; frames beyond
+        ``MODEL.SEGIC.VOS.MEMORY_PICKS`` are subsampled as ``linspace(0, K - 1, picks)``, i.e.
+        the first (ground-truth) frame and the latest).
         """
         protocol = pooling or "one_shot"
         if protocol not in PROTOCOLS:
@@ -406,6 +414,9 @@ class SegIC(InContextSegmenter):
             ids = [torch.arange(int(start[k]), int(start[k + 1])) for k in range(len(counts))]
         flat_labels = torch.cat([torch.as_tensor(x).long().cpu() for x in labels])
         flat_ids = torch.cat([torch.as_tensor(x).long().cpu() for x in ids])
+        if names is None and self.class_names:
+            names = [self.class_names[c] if 0 <= c < len(self.class_names) else None
+                     for c in flat_labels.tolist()]
         pooled = [mask_pool(feats[k], masks[k].to(feats.device)) for k in range(len(masks))]
         if protocol == "one_shot":
             prototypes = torch.cat(pooled)[:, None]
