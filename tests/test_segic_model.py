@@ -100,14 +100,18 @@ def test_training_forward_returns_halved_pass_losses_and_trains_the_decoder():
     image = torch.randint(0, 256, (3, S, S), dtype=torch.uint8)
     masks = torch.stack([square(S, (10, 10, 50, 50)), square(S, (60, 50, 100, 90))])
 
-    def instances(m):
+    def instances(m, ids):
         inst = Instances((S, S))
         inst.gt_masks = m
         inst.gt_classes = torch.zeros(len(m), dtype=torch.long)
+        inst.ins_ids = torch.tensor(ids)
         return inst
 
-    batch = [{"image": image, "instances": instances(masks), "class_name": None,
-              "references": [{"image": image.flip(-1), "instances": instances(masks.flip(-1))}]}]
+    # The target lists the entities in another order: they are matched by instance id.
+    batch = [{"image": image, "instances": instances(masks.flip(0), [8, 4]), "class_name": None,
+              "references": [{"image": image.flip(-1),
+                              "instances": instances(masks.flip(-1), [4, 8])}]}]
+    assert torch.equal(model.prepare_pairs(batch).tar_masks[0], masks)
     losses = model(batch)
     assert set(losses) == {"loss_mask", "loss_dice", "loss_mask_reverse", "loss_dice_reverse"}
     sum(losses.values()).backward()

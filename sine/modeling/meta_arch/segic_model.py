@@ -541,55 +541,46 @@ class SegIC(InContextSegmenter):
     def forward(self, batched_inputs: List[Dict]):
         """
         Args:
-            batched_inputs: one dict per target: "image" uint8 (3, H, W) (long side <= S),
-                "height"/"width" (output size, default H, W), "references": a list with one
-                dict {"image", "instances" (gt_masks (n, H', W'), gt_classes (n,))}; in
-                training also "instances" (the target's gt_masks, entity k <-> reference mask k)
-                and "class_name" (str for a semantic pair, None for an instance pair).
+            batched_inputs: one dict per target (the same dicts as ``SINE.forward``): "image"
+                uint8 (3, H, W) with long side <= S, "height"/"width" (output size), and
+                "references": dicts {"image", "instances" (gt_masks, gt_classes[, ins_ids])}.
+                Training: exactly one reference per target; the target's "instances" (gt_masks,
+                gt_classes, ins_ids) hold, for every reference instance id, the mask of that
+                entity; "class_name" is the class of a semantic pair (text prompt) or absent /
+                None for an instance pair (the task-description prompt).
         Returns:
             Training: {"loss_mask", "loss_dice"(, "loss_mask_reverse", "loss_dice_reverse")},
             each weighted so that their sum is the official loss (the mean of the forward and
-            the context-reversed pass). Inference: one dict per target as :meth:`segment`.
+            the context-reversed pass). Inference: one :meth:`segment` result per target.
         """
-        if self.training:
-            return self.losses(self.prepare_pairs(batched_inputs))
-        return [self._infer_one(x) for x in batched_inputs]
-
-    def _canvas_masks(self, masks) -> torch.Tensor:
-        masks = masks.tensor if hasattr(masks, "tensor") else torch.as_tensor(masks)
-        masks = masks.to(self.device).bool()
-        S = self.image_size
-        return F.pad(masks, (0, S - masks.shape[-1], 0, S - masks.shape[-2]))
-
-    def _infer_one(self, x: Dict) -> Dict:
-        refs = x["references"]
-        ref_images = torch.stack([self.preprocess_image(r["image"]) for r in refs])
-        tokens = self.reference_tokens(
-            self.encode(ref_images), [self._canvas_masks(r["instances"].gt_masks) for r in refs],
-            [r["instances"].gt_classes for r in refs],
-            names=x.get("names"))
-        image = x["image"]
-        feats = self.encode(self.preprocess_image(image)[None])
-        h, w = image.shape[-2:]
-        geometry = ImageGeometry((self.image_size,) * 2, (h, w),
-                                 (x.get("height", h), x.get("width", w)))
-        return self.segment(feats, tokens, geometry)
+        if not self.training:
+            return self.segment_batch(batched_inputs)
+        return self.losses(self.prepare_pairs(batched_inputs))
 
     def prepare_pairs(self, batched_inputs: List[Dict]) -> SegICPairBatch:
-        """Training dicts (see :meth:`forward`) -> :class:`SegICPairBatch`."""
-        for i, x in enumerate(batched_inputs):
-            if len(x.get("references", ())) != 1:
-                raise ValueError(f"SegIC trains on pairs: input {i} must have exactly one "
-                                 "reference")
+        """Training dicts (see :meth:`forward`) -> :class:`SegICPairBatch`, the target masks
+        ordered like the reference masks (matched by instance id)."""
+        batch = self.prepare_inputs(batched_inputs, with_targets=True)
+        S = self.image_size
+        if batch.padded_size != (S, S):
+            raise ValueError(f"SegIC trains at {S}x{S} (MODEL.SEGIC.IMAGE_SIZE): resize every "
+                             f"image's long side to at most {S}")
+        tar_masks = []
+        for b, target in enumerate(batch.targets):
+            if batch.num_refs[b] != 1:
+                raise ValueError(f"batched_inputs[{b}] has {batch.num_refs[b]} references; "
+                                 "SegIC trains on pairs (exactly one reference per target)")
+            position = {i: k for k, i in enumerate(target["ids"].tolist())}
+            ref_ids = batch.ref_ids[batch.refs_of(b).start].tolist()
+            absent = [i for i in ref_ids if i not in position]
+            if absent:
+                raise ValueError(f"batched_inputs[{b}]: reference instance id(s) {absent} have no "
+                                 "mask in the target (every entity must appear in both images)")
+            tar_masks.append(target["masks"][[position[i] for i in ref_ids]])
         return SegICPairBatch(
-            tar_images=torch.stack([self.preprocess_image(x["image"]) for x in batched_inputs]),
-            ref_images=torch.stack([self.preprocess_image(x["references"][0]["image"])
-                                    for x in batched_inputs]),
-            tar_masks=[self._canvas_masks(x["instances"].gt_masks) for x in batched_inputs],
-            ref_masks=[self._canvas_masks(x["references"][0]["instances"].gt_masks)
-                       for x in batched_inputs],
-            class_names=[x.get("class_name") for x in batched_inputs],
-        )
+            tar_images=batch.tar_images, ref_images=batch.ref_images, tar_masks=tar_masks,
+            ref_masks=list(batch.ref_masks),
+            class_names=[x.get("class_name") for x in batched_inputs])
 
     def losses(self, batch: SegICPairBatch, rng=random,
                record: Optional[Dict] = None) -> Dict[str, torch.Tensor]:
