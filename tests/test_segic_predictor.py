@@ -1,4 +1,6 @@
-"""The model-agnostic predictors run a SegIC config (tiny random weights, synthetic images)."""
+"""The model-agnostic callers (predictor, video predictor, FSS suite) run a SegIC config (tiny
+random weights, synthetic images)."""
+import json
 import os
 
 import numpy as np
@@ -19,6 +21,7 @@ from sine.engine.predictor import (  # noqa: E402
 )
 from sine.engine.video_predictor import VideoPredictor  # noqa: E402
 from sine.modeling.meta_arch.segic_model import SegIC  # noqa: E402
+from tests.test_fss_suite import synthetic_root  # noqa: E402,F401  (fixture)
 from tests.tiny_model import TINY_SEGIC_OPTS  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,3 +100,18 @@ def test_video_predictor_tracks_objects_with_segic():
         assert set(np.unique(r.labels)) <= {0, *ids}
         assert sorted(r.masks) == ids
 
+
+
+def test_fss_suite_evaluates_segic(synthetic_root, tmp_path):  # noqa: F811
+    import inference_fss.eval as fss_eval
+
+    torch.manual_seed(0)
+    summary = fss_eval.main([
+        "--config-file", BASE, "--benchmark", "synthetic", "--shot", "2", "--num-episodes", "4",
+        "--output", str(tmp_path / "out"), *TINY_SEGIC_OPTS, "TEST.FSS.IMAGE_SIZE", "56",
+        "DATALOADER.NUM_WORKERS", "0"])
+    fold = summary["folds"]["0"]
+    assert fold["episodes"] == 4 and 0 <= fold["mIoU"] <= 100
+    assert summary["threshold"] == 0.5  # SegIC's masks: probability > 0.5 (logit > 0)
+    with open(tmp_path / "out" / "fss_synthetic_2shot.json") as f:
+        assert json.load(f)["config_file"] == BASE
