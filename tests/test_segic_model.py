@@ -129,3 +129,27 @@ def test_class_names_from_config_become_prompts():
     assert tokens.names == ["cat", None]
     assert model.prompts_of(tokens.names, 2) == ["a photo of a cat",
                                                  "please segment the instances"]
+
+
+def test_text_tower_loads_from_a_full_clip_directory(tmp_path):
+    """The released openai/clip-vit-large-patch14 directory holds the whole CLIP model (text and
+    vision, CLIPConfig); the text tower and its pooled output come out of it unchanged."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from sine.modeling.segic.text_encoder import SegICTextEncoder, load_clip_text_model
+
+    torch.manual_seed(0)
+    text = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                bos_token_id=0, eos_token_id=2, pad_token_id=1)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, image_size=28, patch_size=14)
+    full = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    full.save_pretrained(tmp_path)
+    encoder = SegICTextEncoder(load_clip_text_model(str(tmp_path)), build_clip_tokenizer())
+    ids, mask = encoder.tokenize(["a photo of a dog", ""])
+    with torch.no_grad():
+        expected = full.text_model(input_ids=ids, attention_mask=mask).pooler_output
+    torch.testing.assert_close(encoder(["a photo of a dog", ""]), expected)
+    (tmp_path / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="model.safetensors or pytorch_model.bin"):
+        load_clip_text_model(str(tmp_path))
