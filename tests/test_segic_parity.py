@@ -118,9 +118,13 @@ def test_one_shot_matches_official(golden, model, threads):
                                             names=names)
             dec = model.decode(tar["dinov2"][0], tokens.prototypes, tokens.text_pooled,
                                cross_entity=model.cross_entity_prompt)
-        ids, mask = model.text_encoder.tokenize(model.prompts_of(names, n))
-        assert torch.equal(ids, out["text_input_ids"][:1].expand(n, -1)), pair
-        assert torch.equal(mask, out["text_attention_mask"][:1].expand(n, -1)), pair
+        # Official rows: target prompt, reference prompt (equal at inference); ours: per entity.
+        prompt = model.prompts_of(names, n)[0]
+        ids, mask = model.text_encoder.tokenize([prompt, prompt])
+        assert torch.equal(ids, out["text_input_ids"]), pair
+        assert torch.equal(mask, out["text_attention_mask"]), pair
+        checked = {"text_input_ids", "text_attention_mask", "point_coords", "point_labels",
+                   "masks_pred", "ori_size", "final_masks", "final_inter_union"}
         expected = {
             "features_target": tar["dinov2"], "features_reference": ref["dinov2"],
             "text_pooled": tokens.text_pooled, "ref_prototypes": tokens.prototypes[:, 0],
@@ -133,12 +137,12 @@ def test_one_shot_matches_official(golden, model, threads):
             "low_res_logits": dec.low_res_logits, "iou_predictions": dec.iou_predictions,
         }
         for name, ours in expected.items():
-            theirs = out[name]
-            if name == "text_token":  # row 0 = the target prompt, used by every entity
-                theirs = theirs[:1].expand(n, -1)
-            elif name == "text_pooled":
-                theirs = theirs[:1].expand(n, -1)
-            close(ours.detach(), theirs, f"{pair}.{name}")
+            if name in ("text_pooled", "text_token"):
+                # Every entity carries the prompt of its image (both official rows).
+                assert torch.equal(ours[0:1].expand(n, -1), ours)
+                ours = ours[:1].expand(2, -1)
+            close(ours.detach(), out[name], f"{pair}.{name}")
+        assert set(out) == checked | set(expected), f"{pair}: unchecked outputs"
         assert torch.equal(dec.point_coords, out["point_coords"]), f"{pair}: top-1 points"
         assert torch.equal(dec.point_labels.float(), out["point_labels"]), f"{pair}: labels"
 
@@ -278,6 +282,10 @@ def test_training_losses_and_gradients_match_official(golden, model, threads, mo
         close(2 * value.detach(), out[f"train.loss.{name}"], name, atol=0, rtol=LOSS_RTOL)
     for p, n in enumerate(record["num_masks"]):
         assert n == int(out[f"train.loss_masks.{p}.num_masks"])
+        suffix = "" if p == 0 else "_reverse"
+        for name in ("loss_mask", "loss_dice"):
+            close(2 * losses[name + suffix].detach(), out[f"train.loss_masks.{p}.{name}"],
+                  f"pass {p} {name}", atol=0, rtol=LOSS_RTOL)
 
     # Prompts, text and features of the 2B images (targets first).
     ids, _ = model.text_encoder.tokenize(record["prompts"])
