@@ -76,6 +76,12 @@ def test_without_text_there_is_no_text_slot_and_segmentation_works():
         model.segment(feats, tokens, ImageGeometry((S, S), (90, S), (45, 56)),
                       outputs={"instances"})
     assert model.supported_outputs() == frozenset({"id", "sem_seg"})
+    geometry = ImageGeometry((S, S), (90, S), (45, 56))
+    two = {k: v.repeat(2, 1, 1, 1) for k, v in feats.items()}
+    with pytest.raises(ValueError, match="one target"):
+        model.segment(two, tokens, geometry, {"id"})
+    with pytest.raises(TypeError, match="SegICReferenceTokens"):
+        model.segment(feats, object(), geometry, {"id"})
 
 
 def test_empty_prompt_embedding_fills_the_text_slot(tmp_path):

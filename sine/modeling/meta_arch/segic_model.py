@@ -456,6 +456,14 @@ class SegIC(InContextSegmenter):
           class, with "sem_seg_classes" (C,) sorted class ids.
         """
         outputs = check_outputs(outputs, self.supported_outputs())
+        if not isinstance(tokens, SegICReferenceTokens):
+            raise TypeError(f"SegIC.segment needs SegICReferenceTokens (from "
+                            f"SegIC.reference_tokens), got {type(tokens).__name__}")
+        if target_features["dinov2"].shape[0] != 1:
+            raise ValueError(
+                f"segment takes the features of one target, got a batch of "
+                f"{target_features['dinov2'].shape[0]}; select one with "
+                "select_features(features, b)")
         S = self.image_size
         if tuple(geometry.padded_size) != (S, S):
             raise ValueError(f"SegIC inputs are padded to {S}x{S} (MODEL.SEGIC.IMAGE_SIZE), "
