@@ -11,10 +11,7 @@ images encoded per frame and peak memory against the number of objects, the memo
   memory frame is re-encoded at every step;
 * ``per-object``: the official cost model (spec §7.3): every memory frame of *every object*
   is re-encoded at every step, in chunks of ``VOS.ENCODE_CHUNK`` (a subclass of VideoPredictor
-  that only changes where the reference features come from);
-* ``cached-id-only``: ``cached`` with the decoder called as ``forward_tokens(...,
-  id_only=True)`` (VOS reads only the ID outputs, which the instance/semantic queries cannot
-  change), i.e. the one-line VideoPredictor change this benchmark proposes.
+  that only changes where the reference features come from).
 
 The model has random weights with the real sizes (DINOv2 ViT-S/14 by default, FEAT_CHANS 256,
 200 queries) on small frames (``--pad-size``) so that 1000 frames take minutes on a CPU.
@@ -26,7 +23,6 @@ filled (frames past ``--skip`` = 10 by default).
     python benchmarks/bench_vos.py --objects 3 --memory 6 --lengths 100 --pad-size 224
 """
 import argparse
-import functools
 import json
 import os
 import sys
@@ -36,7 +32,7 @@ import _common as C  # noqa: N812  (also puts the repository on sys.path)
 import numpy as np
 import torch
 
-PATHS = ("cached", "reencode", "per-object", "cached-id-only")
+PATHS = ("cached", "reencode", "per-object")
 
 
 # ------------------------------------------------------------------ synthetic video
@@ -102,17 +98,12 @@ def build_video_predictor(args_dict):
     opts = ["MODEL.DINOV2.ARCH", a["arch"], "MODEL.SINE.PAD_SIZE", str(a["pad"]),
             "MODEL.SINE.VOS.PAD_SIZE", str(a["pad"]), "MODEL.SINE.VOS.SHORT_SIDE", "0",
             "MODEL.SINE.VOS.MEMORY_LEN", str(a["memory"]),
-            "MODEL.SINE.VOS.CACHE_FEATURES", str(a["path"].startswith("cached")),
+            "MODEL.SINE.VOS.CACHE_FEATURES", str(a["path"] == "cached"),
             "MODEL.SINE.FAST_INFERENCE", str(a["fast"])]
     torch.manual_seed(0)
     predictor = SinePredictor(C.sine_cfg(opts))
     cls = per_object_predictor_class() if a["path"] == "per-object" else VideoPredictor
-    vp = cls(predictor)
-    if a["path"] == "cached-id-only":
-        decoder = vp.model.transformer_decoder
-        decoder.forward_tokens = functools.partial(type(decoder).forward_tokens, decoder,
-                                                   id_only=True)
-    return vp
+    return cls(predictor)
 
 
 # ------------------------------------------------------------------ child: one run

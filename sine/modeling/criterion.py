@@ -20,7 +20,6 @@ from .matcher import HungarianMatcher, ImageMatch
 
 logger = logging.getLogger(__name__)
 
-LOSS_NAMES = ("loss_ce_ins", "loss_ce_id", "loss_mask", "loss_dice")
 PRED_KEYS = ("pred_id_logits", "pred_ins_logits", "pred_id_masks", "pred_ins_masks")
 
 
