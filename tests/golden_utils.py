@@ -24,7 +24,7 @@ GOLDEN_FILES = {
 }
 
 
-def _state_dict_path(golden_dir: str) -> str:
+def state_dict_path(golden_dir: str) -> str:
     paths = sorted(glob.glob(os.path.join(golden_dir, "*state_dict*.pth")))
     if len(paths) != 1:
         raise FileNotFoundError(f"expected one *state_dict*.pth in {golden_dir}, found {paths}")
@@ -41,7 +41,7 @@ def load_golden(golden_dir: str) -> Dict:
     for key, name in GOLDEN_FILES.items():
         path = os.path.join(golden_dir, name)
         golden[key] = torch.load(path, map_location="cpu") if os.path.isfile(path) else None
-    golden["state_dict"] = torch.load(_state_dict_path(golden_dir), map_location="cpu")
+    golden["state_dict"] = torch.load(state_dict_path(golden_dir), map_location="cpu")
     return golden
 
 
@@ -99,7 +99,7 @@ def build_golden_model(golden_dir: str):
     from detectron2.modeling import build_model
 
     model = build_model(build_golden_cfg(golden_dir))
-    state_dict = torch.load(_state_dict_path(golden_dir), map_location="cpu")
+    state_dict = torch.load(state_dict_path(golden_dir), map_location="cpu")
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 

@@ -14,6 +14,7 @@ from golden_utils import (
     build_golden_model,
     golden_batched_inputs,
     golden_pairs,
+    state_dict_path,
 )
 
 from sine.config import add_sine_config
@@ -50,7 +51,8 @@ def golden(golden_dir):
         outputs.append(out)
     rng = [train[k] for k in sorted(k for k in train if k.startswith("rng."))]
     return {
-        "cfg": build_golden_cfg(golden_dir), "train_seed": config["train_seed"], "train": train,
+        "cfg": build_golden_cfg(golden_dir), "config": config,
+        "train_seed": config["train_seed"], "train": train,
         "targets": targets, "outputs": outputs, "rng": rng,
     }
 
@@ -144,14 +146,31 @@ def test_matcher_cost_matrices(golden):
             torch.testing.assert_close(cost, expected, rtol=0, atol=COST_ATOL)
 
 
-def test_weight_dict_and_state_dict(golden):
+def test_weight_dict_and_state_dict(golden, golden_dir):
+    """Loss weights, auxiliary levels and the no-object weight are the golden run's.
+
+    Every expected value comes from the golden directory: the official arguments in config.json
+    and the ``criterion.empty_weight`` buffer of its state dict.
+    """
+    args = golden["config"]["args"]
     criterion = SetCriterion(golden["cfg"])
-    num_aux = golden["cfg"].MODEL.SINE.DEC_LAYERS
-    assert len(criterion.weight_dict) == 4 * (num_aux + 1)
-    assert criterion.weight_dict[f"loss_dice_{num_aux - 1}"] == golden["cfg"].MODEL.SINE.DICE_WEIGHT
+    weights = {"loss_ce_ins": args["class_weight"], "loss_ce_id": args["class_weight"],
+               "loss_mask": args["mask_weight"], "loss_dice": args["dice_weight"]}
+    # Deep supervision: one auxiliary prediction before every decoder block, as the golden
+    # losses `<name>_<i>` show.
+    num_aux = args["transformer_depth"] if args["deep_supervision"] else 0
+    expected = dict(weights)
+    for i in range(num_aux):
+        expected.update({f"{k}_{i}": v for k, v in weights.items()})
+    assert criterion.weight_dict == expected
+    golden_losses = {k[len("loss."):] for k in golden["train"] if k.startswith("loss.")}
+    assert set(criterion.weight_dict) == golden_losses
     state = criterion.state_dict()
     assert list(state) == ["empty_weight"]
-    torch.testing.assert_close(state["empty_weight"], torch.tensor([1.0, 0.1]))
+    no_object = torch.tensor([1.0, args["no_object_weight"]])
+    torch.testing.assert_close(state["empty_weight"], no_object)
+    official = torch.load(state_dict_path(golden_dir), map_location="cpu")
+    torch.testing.assert_close(state["empty_weight"], official["criterion.empty_weight"])
 
 
 # ------------------------------------------------------------------------- small synthetic batches
