@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 from demo.visualize import draw_panels  # noqa: E402
 from sine.engine.predictor import InContextPredictor  # noqa: E402
 
-__all__ = ["build_app", "editor_reference", "mask_objects", "segment"]
+__all__ = ["build_app", "editor_reference", "mask_objects", "reference_summary", "segment"]
 
 OUTPUT_KEYS = ("id", "instances", "semantic")  # the three output images, left to right
 MAX_MASK_VALUES = 32  # more distinct values than this means a lossy / anti-aliased mask
@@ -53,7 +53,8 @@ def mask_objects(mask: np.ndarray) -> np.ndarray:
 def editor_reference(editor: Optional[dict]) -> Tuple[np.ndarray, List[np.ndarray]]:
     """ImageEditor value -> reference image (H, W, 3) uint8 and the painted layers' masks."""
     background = None if editor is None else editor.get("background")
-    if background is None:
+    # A fully transparent background is the editor's empty canvas: nothing was uploaded (yet).
+    if background is None or (background.shape[-1] == 4 and not background[..., 3].any()):
         raise gr.Error("Upload a reference image first.")
     image = np.ascontiguousarray(background[..., :3])
     painted = []
@@ -62,6 +63,20 @@ def editor_reference(editor: Optional[dict]) -> Tuple[np.ndarray, List[np.ndarra
         if (alpha > 0).any() and alpha.shape == image.shape[:2]:
             painted.append(alpha > 0)
     return image, painted
+
+
+def reference_summary(editor: Optional[dict]) -> str:
+    """What Run will use from the editor: the reference image's size and its painted objects.
+
+    Shown under the editor; it changes only once the editor has placed the uploaded image on its
+    canvas (before that the canvas has its default 800x800 size, and so would a Run's reference).
+    """
+    try:
+        image, painted = editor_reference(editor)
+    except gr.Error:
+        return "No reference image yet."
+    return (f"Reference image {image.shape[1]}x{image.shape[0]}: "
+            f"{len(painted)} painted object(s).")
 
 
 def segment(predictor: InContextPredictor, editor, mask, target, score_thresh: float):
@@ -104,6 +119,9 @@ def build_app(predictor: InContextPredictor, score_thresh: float = 0.5) -> gr.Bl
                             format="png", sources=["upload", "clipboard"], elem_id="ref-mask")
             target = gr.Image(label="Target image", type="numpy", image_mode="RGB",
                               format="png", sources=["upload", "clipboard"], elem_id="target")
+        ref_info = gr.Markdown("No reference image yet.", elem_id="reference-info")
+        for event in (editor.upload, editor.change):
+            event(reference_summary, editor, ref_info, show_progress="hidden")
         thresh = gr.Slider(0.0, 1.0, value=score_thresh, step=0.05,
                            label="Instance score threshold", elem_id="threshold")
         run = gr.Button("Run", variant="primary", elem_id="run")

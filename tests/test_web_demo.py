@@ -142,6 +142,15 @@ def _open(page, url, files, with_mask):
         page.locator("#ref-mask input[type=file]").set_input_files(str(files / "mask.png"))
     page.locator("#target input[type=file]").set_input_files(str(files / "target.png"))
     page.wait_for_selector("#target img", timeout=30_000)
+    # The editor places the uploaded image on its canvas asynchronously; until then its value
+    # is the empty 800x800 default canvas. Its caption shows the value's size once it is there.
+    _wait_for_reference_info(page, f"Reference image {REF_HW[1]}x{REF_HW[0]}:")
+
+
+def _wait_for_reference_info(page, text):
+    page.wait_for_function(
+        "t => document.querySelector('#reference-info').innerText.includes(t)", arg=text,
+        timeout=30_000)
 
 
 def _run_and_wait(page):
@@ -184,6 +193,8 @@ def test_painting_on_the_reference_gives_the_mask(browser_page, server, files, t
         page.mouse.move(cx - 10 + 4 * step, cy, steps=2)
         time.sleep(0.05)
     page.mouse.up()
+    # Run only once the editor's value holds the stroke (its caption is updated from it).
+    _wait_for_reference_info(page, f"Reference image {REF_HW[1]}x{REF_HW[0]}: 1 painted object")
     _run_and_wait(page)
     assert "1 reference object(s)" in page.inner_text("#status")
     mask = used_masks[-1]
@@ -196,9 +207,9 @@ def test_painting_on_the_reference_gives_the_mask(browser_page, server, files, t
 def test_bad_reference_inputs_are_shown_as_errors(predictor):
     import gradio as gr
 
-    from demo.app import segment
+    from demo.app import reference_summary, segment
 
-    image = np.zeros((*REF_HW, 4), np.uint8)
+    image = np.full((*REF_HW, 4), 255, np.uint8)
     editor = {"background": image, "layers": [np.zeros_like(image)], "composite": image}
     target = np.zeros((*TARGET_HW, 3), np.uint8)
     mask = np.zeros(REF_HW, np.uint8)
@@ -214,3 +225,12 @@ def test_bad_reference_inputs_are_shown_as_errors(predictor):
         segment(predictor, editor, mask + 1, None, 0.5)
     with pytest.raises(gr.Error, match="Upload a reference image"):
         segment(predictor, None, mask + 1, target, 0.5)
+    empty_canvas = np.zeros((800, 800, 4), np.uint8)  # the editor before an image is placed
+    with pytest.raises(gr.Error, match="Upload a reference image"):
+        segment(predictor, {"background": empty_canvas, "layers": []}, None, target, 0.5)
+    assert reference_summary({"background": empty_canvas, "layers": []}) == \
+        "No reference image yet."
+    painted = np.zeros((*REF_HW, 4), np.uint8)
+    painted[50:60, 70:90, 3] = 255
+    assert reference_summary({"background": image, "layers": [painted]}) == \
+        "Reference image 160x120: 1 painted object(s)."
