@@ -33,6 +33,11 @@ from sine.evaluation.build import build_sine_evaluator, build_sine_test_loader
 from sine.solver import build_sine_lr_scheduler, build_sine_optimizer
 
 
+def ddp_device_ids(device: str):
+    """DDP's ``device_ids``: this process's GPU (its rank on the machine), none on CPU (gloo)."""
+    return None if torch.device(device).type == "cpu" else [comm.get_local_rank()]
+
+
 class Trainer(DefaultTrainer):
     """DefaultTrainer with SINE's pair loader, optimizer groups, schedule and evaluators."""
 
@@ -44,9 +49,8 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        on_cpu = cfg.MODEL.DEVICE == "cpu"
-        ddp_devices = None if on_cpu else [comm.get_localcomm.get_rank()]
-        model = create_ddp_model(model, broadcast_buffers=False, device_ids=ddp_devices)
+        model = create_ddp_model(model, broadcast_buffers=False,
+                                 device_ids=ddp_device_ids(cfg.MODEL.DEVICE))
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
@@ -82,10 +86,11 @@ class Trainer(DefaultTrainer):
 
 def setup(args):
     cfg = get_sine_cfg(args.config_file, args.opts)
-    if cfg.MODEL.DEVICE == "cuda" and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    on_cuda = torch.device(cfg.MODEL.DEVICE).type == "cuda"
+    if on_cuda and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE, on_cuda = "cpu", False
     # Mixed precision only where it pays off and is supported: CUDA.
-    cfg.SOLVER.AMP.ENABLED = cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE == "cuda"
+    cfg.SOLVER.AMP.ENABLED = cfg.SOLVER.AMP.ENABLED and on_cuda
     cfg.freeze()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="sine")

@@ -91,3 +91,108 @@ def test_killed_run_resumes_from_its_last_checkpoint(synthetic_root, tmp_path):
     assert trainer.scheduler.last_epoch == saved["hooks"]["LRScheduler"]["last_epoch"]
     trainer.train()
     assert trainer.iter == saved["iteration"] + 3
+
+
+# ------------------------------------------------------------------ the CUDA branch, on CPU
+class _Args:
+    eval_only, resume, num_gpus, num_machines, machine_rank = False, False, 1, 1, 0
+
+    def __init__(self, output_dir, *opts):
+        self.config_file = CONFIG
+        self.opts = ["OUTPUT_DIR", str(output_dir), *TINY, *opts]
+
+
+@pytest.fixture
+def pretend_cuda(monkeypatch):
+    """A machine that reports a GPU; model placement on it is recorded and skipped.
+
+    Everything else runs for real on CPU: the Trainer's construction, AMPTrainer with its
+    GradScaler, the hooks, the checkpoint.
+    """
+    placed = []
+    module_to = torch.nn.Module.to
+
+    def to(module, *args, **kwargs):
+        device = kwargs.get("device", args[0] if args else None)
+        if isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda":
+            placed.append((type(module).__name__, str(device)))
+            return module
+        return module_to(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    # Memory statistics the metric writers read when CUDA is available.
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 0)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: None)
+    # The optimizer's CUDA-graph capture check asks the (absent) device for its stream.
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: None)
+    return placed
+
+
+def test_setup_keeps_cuda_and_amp_only_where_cuda_exists(tmp_path, monkeypatch):
+    sys.path.insert(0, ROOT)
+    from train_net import setup
+
+    args = _Args(tmp_path, "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = setup(args)
+    assert (cfg.MODEL.DEVICE, cfg.SOLVER.AMP.ENABLED) == ("cpu", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = setup(args)
+    assert (cfg.MODEL.DEVICE, cfg.SOLVER.AMP.ENABLED) == ("cuda", True)
+
+
+def test_trainer_on_cuda_uses_the_local_gpu_for_ddp_and_trains_with_amp(
+        synthetic_root, tmp_path, monkeypatch, pretend_cuda):
+    sys.path.insert(0, ROOT)
+    from detectron2.engine import AMPTrainer
+    from detectron2.utils import comm
+
+    import train_net
+    from sine.data.datasets.register_synthetic import register_synthetic
+
+    register_synthetic(synthetic_root)
+    ddp_calls = []
+    create_ddp_model = train_net.create_ddp_model
+    monkeypatch.setattr(train_net, "create_ddp_model", lambda model, **kw: (
+        ddp_calls.append(kw) or create_ddp_model(model, **kw)))
+    monkeypatch.setattr(comm, "get_local_rank", lambda: 3)  # 4th GPU of its machine
+
+    # AMPTrainer's CUDA autocast would leave CPU tensors in fp32: run its fp16 on the CPU.
+    monkeypatch.setattr(torch.cuda.amp, "autocast",
+                        lambda dtype=torch.float16, **kw: torch.autocast("cpu", dtype=dtype))
+    # The default initial loss scale (2^16) overflows the first steps, which the scaler skips
+    # while it halves the scale; starting at 2^4 lets the two steps below update the model.
+    grad_scaler = torch.cuda.amp.GradScaler
+    monkeypatch.setattr(torch.cuda.amp, "GradScaler", lambda **kw: grad_scaler(init_scale=16.0))
+
+    cfg = train_net.setup(_Args(tmp_path, "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True",
+                                "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "100"))
+    trainer = train_net.Trainer(cfg)
+    assert ("SINE", "cuda") in pretend_cuda  # built on the GPU
+    assert ddp_calls == [{"broadcast_buffers": False, "device_ids": [3]}]
+    assert isinstance(trainer._trainer, AMPTrainer)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
+              if p.requires_grad}
+    linear_dtypes = set()
+    for m in trainer.model.modules():
+        if isinstance(m, torch.nn.Linear):
+            m.register_forward_hook(lambda mod, a, out: linear_dtypes.add(out.dtype))
+    trainer.train()
+    assert torch.float16 in linear_dtypes  # the steps ran in mixed precision
+    assert trainer.iter == cfg.SOLVER.MAX_ITER
+    scaler = trainer._trainer.grad_scaler
+    assert scaler.is_enabled() and scaler.get_scale() > 0  # the scaler took part
+    changed = [n for n, p in trainer.model.named_parameters() if p.requires_grad
+               and not torch.equal(p.detach(), before[n])]
+    assert changed, f"no AMP step updated a parameter (scale {scaler.get_scale()})"
+    saved = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
+    assert "grad_scaler" in saved["trainer"]["_trainer"]
+
+
+def test_ddp_device_ids():
+    sys.path.insert(0, ROOT)
+    from train_net import ddp_device_ids
+
+    assert ddp_device_ids("cpu") is None
+    assert ddp_device_ids("cuda") == [0] and ddp_device_ids("cuda:0") == [0]

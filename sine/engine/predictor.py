@@ -32,6 +32,9 @@ __all__ = ["InContextPredictor", "SinePredictor", "build_in_context_model", "pad
 def build_in_context_model(cfg) -> InContextSegmenter:
     """The model of ``cfg`` (MODEL.META_ARCHITECTURE) in eval mode on MODEL.DEVICE, with
     MODEL.WEIGHTS loaded (random weights, with a warning, when empty)."""
+    if torch.device(cfg.MODEL.DEVICE).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available "
+                         "here: use MODEL.DEVICE cpu (or device='cpu')")
     model = build_model(cfg).eval()
     if not isinstance(model, InContextSegmenter):
         raise TypeError(
@@ -122,13 +125,20 @@ class InContextPredictor:
         """
         Args:
             cfg: the model's config (MODEL.WEIGHTS loaded unless ``model`` is given).
-            device: move the model there (default: MODEL.DEVICE).
+            device: build (or move) the model there (default: MODEL.DEVICE).
             model: use this built model instead of building one from ``cfg``.
         """
         self.cfg = cfg.clone()
-        self.model = build_in_context_model(self.cfg) if model is None else model
-        if device is not None:
-            self.model.to(device)
+        if device is not None:  # built there directly (not on MODEL.DEVICE, then moved)
+            frozen = self.cfg.is_frozen()
+            self.cfg.defrost()
+            self.cfg.MODEL.DEVICE = device
+            if frozen:
+                self.cfg.freeze()
+        if model is None:
+            self.model = build_in_context_model(self.cfg)
+        else:
+            self.model = model.to(device) if device is not None else model
         self.references: Optional[ReferenceTokens] = None
 
     @classmethod
