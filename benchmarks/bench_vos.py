@@ -75,7 +75,7 @@ def per_object_predictor_class():
         """Official cost model: each object re-encodes all of its memory frames every step."""
 
         def _references(self):
-            size = self.model.pad_size
+            size = self.pad_size
             feats, masks, labels = [], [], []
             for obj_id in self.bank.object_ids:
                 entries = sorted(self.bank.get_memory(obj_id), key=lambda e: e.frame_id)

@@ -99,7 +99,11 @@ def add_sine_config(cfg):
     cfg.MODEL.SINE.VOS.FIX_LAST_FRAME = False  # also pin the most recent frame
     cfg.MODEL.SINE.VOS.DECAY_TYPE = "linear"  # linear | exp | cos | ellipse | constant
     cfg.MODEL.SINE.VOS.DECAY_RATIO = 20.0  # frame distance where linear decay reaches 0
-    cfg.MODEL.SINE.VOS.PAD_SIZE = 1036  # longer side resized to this, then padded square
+    # Official --img-size / --pad-size (1036 / 1036, configs/vos): each frame's longer side is
+    # resized to IMAGE_SIZE, then zero-padded to a PAD_SIZE square (a patch multiple >=
+    # IMAGE_SIZE). 0: PAD_SIZE = MODEL.SINE.PAD_SIZE, IMAGE_SIZE = PAD_SIZE.
+    cfg.MODEL.SINE.VOS.IMAGE_SIZE = 0
+    cfg.MODEL.SINE.VOS.PAD_SIZE = 0
     cfg.MODEL.SINE.VOS.SHORT_SIDE = 518  # frames read at this shorter side; masks predicted there
     # Memory frames keep their cached neck features (each frame is encoded once). False
     # re-encodes every memory frame from its stored image at every step (official, slower).
@@ -113,7 +117,6 @@ def add_sine_config(cfg):
     cfg.INPUT.MAX_SCALE = 2.0
     cfg.INPUT.RANDOM_FLIP = "horizontal"
     cfg.INPUT.FORMAT = "RGB"
-    cfg.INPUT.DATASET_MAPPER_NAME = "in_context_pair"
     # P(reference and target are two augmented views of the same image) -> ID supervision.
     cfg.INPUT.CROP_RATIO = 0.5
     # On an unreadable training image: False raises (naming the file), True logs and redraws.
@@ -127,7 +130,6 @@ def add_sine_config(cfg):
     # padded to MODEL.SINE.PAD_SIZE); the metric is computed at that size.
     cfg.TEST.FSS.IMAGE_SIZE = 518
     cfg.TEST.FSS.SHOTS = 1
-    cfg.TEST.FSS.NUM_EPISODES = 1000
     cfg.TEST.FSS.SEED = 0
 
     # ---------------------------------------------------------------- few-shot instance eval

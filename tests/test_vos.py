@@ -298,3 +298,32 @@ def test_demo_video_writes_an_overlay_mp4(tmp_path):
         count += 1
     capture.release()
     assert count == len(frames)
+
+
+@pytest.mark.parametrize("image_size, pad_size", [(84, 112), (112, 140), (0, 0)])
+def test_frames_resized_to_image_size_and_padded_to_pad_size(predictor, image_size, pad_size):
+    """MODEL.SINE.VOS.IMAGE_SIZE / PAD_SIZE (official --img-size / --pad-size) may differ."""
+    frames, labels = moving_squares(3, seed=2)  # 48 x 64 -> 40 x 53 (SHORT_SIDE 40)
+    vp = video_predictor(predictor, IMAGE_SIZE=image_size, PAD_SIZE=pad_size)
+    pad = pad_size or predictor.cfg.MODEL.SINE.PAD_SIZE  # 0: the model's PAD_SIZE (112)
+    h, w = long_side_size(40, 53, image_size or pad)
+    inputs = []
+    hook = predictor.model.image_encoder.encoder.register_forward_hook(
+        lambda module, args, output: inputs.append(args[0].clone()))
+    try:
+        results = track(vp, frames, labels[0])
+    finally:
+        hook.remove()
+    assert [tuple(x.shape) for x in inputs] == [(1, 3, pad, pad)] * len(frames)
+    for x in inputs:  # the frame fills (h, w), zeros (the normalised mean) elsewhere
+        assert x[..., h:, :].abs().sum() == 0 and x[..., :, w:].abs().sum() == 0
+        assert x[..., h - 1, :w].abs().sum() > 0 and x[..., :h, w - 1].abs().sum() > 0
+    assert sorted(results[-1].masks) == [1, 2, 3]
+    assert results[-1].masks[1].shape == (48, 64)
+
+
+@pytest.mark.parametrize("vos, message", [({"PAD_SIZE": 100}, "multiple of the patch size"),
+                                          ({"IMAGE_SIZE": 126}, "within")])
+def test_bad_vos_sizes_are_refused(predictor, vos, message):
+    with pytest.raises(ValueError, match=message):
+        video_predictor(predictor, **vos)

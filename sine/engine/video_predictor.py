@@ -197,7 +197,7 @@ class VideoPredictor:
     def __init__(self, predictor: InContextPredictor, pooling: str = "vos"):
         """
         Args:
-            predictor: holds the model and its config (``MODEL.SINE.VOS.*``, ``PAD_SIZE``).
+            predictor: holds the model and its config (``MODEL.SINE.VOS.*``).
             pooling: reference pooling variant (spec §2.4); "vos" is the official VOS fork.
         """
         vos = predictor.cfg.MODEL.SINE.VOS
@@ -205,6 +205,15 @@ class VideoPredictor:
         self.model = predictor.model
         self.pooling = pooling
         self.short_side = vos.SHORT_SIDE
+        # Official --pad-size and --img-size: frames are padded to a pad_size square after
+        # their longer side is resized to image_size (<= pad_size). 0 = MODEL.SINE.PAD_SIZE.
+        self.pad_size = vos.PAD_SIZE or self.model.pad_size
+        self.image_size = vos.IMAGE_SIZE or self.pad_size
+        patch = self.model.size_divisibility
+        if self.pad_size % patch or not 0 < self.image_size <= self.pad_size:
+            raise ValueError(
+                f"MODEL.SINE.VOS.PAD_SIZE={self.pad_size} must be a multiple of the patch size "
+                f"{patch} and MODEL.SINE.VOS.IMAGE_SIZE={self.image_size} within (0, PAD_SIZE]")
         self.cache_features = vos.CACHE_FEATURES
         self.use_amp = vos.AMP
         self.encode_chunk = max(1, vos.ENCODE_CHUNK)
@@ -332,12 +341,12 @@ class VideoPredictor:
         return contextlib.nullcontext()  # fp32 on CPU, always
 
     def _prepare(self, image: np.ndarray) -> _PreparedFrame:
-        """Official resizes: shorter side -> SHORT_SIDE (work size), longer side -> PAD_SIZE."""
+        """Official resizes: shorter side -> SHORT_SIDE (work size), longer side -> IMAGE_SIZE."""
         h, w = image.shape[:2]
         work = short_side_size(h, w, self.short_side)
         t = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device)
         t = _resize_image(t.permute(2, 0, 1).float(), work)
-        t = _resize_image(t, long_side_size(*work, self.model.pad_size))
+        t = _resize_image(t, long_side_size(*work, self.image_size))
         return _PreparedFrame(t, work, (h, w))
 
     def _model_mask(self, mask: np.ndarray, prepared: _PreparedFrame) -> torch.Tensor:
@@ -347,7 +356,7 @@ class VideoPredictor:
 
     def _encode(self, images: List[torch.Tensor]) -> Features:
         """(3, h', w') float images -> their features (batch N)."""
-        size = self.model.pad_size
+        size = self.pad_size
         batch = torch.stack([self.model.preprocess_image(im, size) for im in images])
         return self.model.encode(batch)
 
@@ -368,7 +377,7 @@ class VideoPredictor:
             chunks = [records[i:i + self.encode_chunk]
                       for i in range(0, len(records), self.encode_chunk)]
             feats = concat_features([self._encode([r.image for r in c]) for c in chunks])
-        size = self.model.pad_size
+        size = self.pad_size
         ref_masks, ref_labels = [], []
         for r in records:
             masks, ids = groups[r]
@@ -382,7 +391,7 @@ class VideoPredictor:
         feats, ref_masks, ref_labels = self._references()
         tokens = self.model.reference_tokens(feats, ref_masks, ref_labels, ref_labels,
                                              pooling=self.pooling)
-        size = self.model.pad_size
+        size = self.pad_size
         geometry = ImageGeometry((size, size), prepared.content_size, prepared.work_size)
         return self.model.segment(tar_feat, tokens, geometry, outputs={"id"})["id"]
 
