@@ -5,10 +5,12 @@ Steps (each skipped when already satisfied):
 1. ``torch`` + ``torchvision`` from the package registry. A CPU-only torch that torchvision
    cannot load against (torchvision's registry wheels link the CUDA libtorch) is replaced by the
    registry's CUDA build, which runs on CPU as well.
-2. ``pip install -e .`` (``.[dev,segic]`` with ``--dev``): this package and its pure-Python needs
-   (the ``segic`` extra brings segment-anything, transformers and open-clip-torch for SegIC).
+2. ``pip install -e . "numpy>=2"`` (``.[dev,segic]`` with ``--dev``): this package and its
+   pure-Python needs (the ``segic`` extra brings segment-anything, transformers and
+   open-clip-torch for SegIC).
 3. detectron2, through ``tools/install_detectron2.py`` (official source or the repackaged
-   registry wheel; nothing is compiled).
+   registry wheel; nothing is compiled; its ``numpy<2`` metadata pin removed), ending with
+   numpy 2.
 4. With ``--dev``: Chromium, Gradio and Playwright for the web-demo browser test
    (``tools/install_browser.sh``); if that cannot be done here, the test says why and skips.
 
@@ -21,6 +23,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_PINS = ["torch==2.13.0", "torchvision==0.28.0"]
+# The package supports numpy >= 1.24 (requirements.txt); a fresh install and CI get numpy 2.
+NUMPY = "numpy>=2"
 
 
 def run(*cmd):
@@ -40,7 +44,7 @@ def ensure_torch():
         # A torch that torchvision's compiled ops cannot link against (e.g. a local +cpu wheel).
         run(sys.executable, "-m", "pip", "uninstall", "-y", "torch", "torchvision")
     # --isolated: ignore local find-links that would pick a CPU-only torch again.
-    run(sys.executable, "-m", "pip", "install", "--isolated", *TORCH_PINS, "numpy<2")
+    run(sys.executable, "-m", "pip", "install", "--isolated", *TORCH_PINS, NUMPY)
     if not imports_ok("import torch, torchvision.ops; torchvision.ops.nms"):
         sys.exit("torch/torchvision installed but cannot be imported together")
 
@@ -52,8 +56,12 @@ def main():
     args = parser.parse_args()
     ensure_torch()
     target = ".[dev,segic]" if args.dev else "."
-    run(sys.executable, "-m", "pip", "install", "-q", "-e", target)
+    run(sys.executable, "-m", "pip", "install", "-q", "-e", target, NUMPY)
+    # After numpy: its wheel is installed without the numpy<2 pin of the registry package's
+    # metadata (an older install with that pin is replaced), so nothing downgrades numpy.
     run(sys.executable, os.path.join(ROOT, "tools", "install_detectron2.py"))
+    if not imports_ok("import numpy, sys; sys.exit(int(numpy.__version__.split('.')[0]) < 2)"):
+        sys.exit("numpy is older than 2 after the install; see the pip messages above")
     if args.dev:
         browser = subprocess.run(["bash", os.path.join(ROOT, "tools", "install_browser.sh")],
                                  env=dict(os.environ, PYTHON=sys.executable))

@@ -7,7 +7,10 @@ Order of preference:
 3. Otherwise, the registry package ``sal-detectron2==0.7.2``: a repackaged detectron2 0.7 wheel
    built for CPython 3.10. Its Python code runs on newer Pythons; only the compiled ops
    (``detectron2/_C*.so``) are tied to 3.10, and this project does not use them. We download the
-   wheel, check its pinned sha256, drop the ``.so``, retag it ``py3-none-any`` and pip-install it.
+   wheel, check its pinned sha256, drop the ``.so``, retag it ``py3-none-any``, remove the
+   ``numpy<2`` pin from its metadata (detectron2's Python code runs on numpy 2; the pin would
+   make pip downgrade numpy) and pip-install it. An install of the registry package that still
+   carries the pin is replaced the same way.
 
 Usage: ``python tools/install_detectron2.py [--force] [--no-official]``
 """
@@ -27,6 +30,9 @@ REGISTRY_WHEEL = "sal_detectron2-0.7.2-cp310-none-any.whl"
 REGISTRY_SHA256 = "491af0c7f79bdb2d178e46f6cb16a97c4ac968d45c41ea3f6b6435d59bbee561"
 # Runtime needs of detectron2 that the repackaged wheel's metadata leaves out.
 EXTRA_RUNTIME_DEPS = ["fvcore>=0.1.5", "iopath>=0.1.7", "pycocotools>=2.0.2"]
+REGISTRY_DIST = "sal-detectron2"
+# Requirements of the registry wheel's metadata rewritten on retagging: old -> new.
+METADATA_FIXES = {"Requires-Dist: numpy<2": "Requires-Dist: numpy"}
 
 
 def _pip(*args):
@@ -38,6 +44,15 @@ def _pip(*args):
 def detectron2_importable():
     code = "import detectron2.config, detectron2.modeling"
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def registry_install_pins_numpy_below_2():
+    """True if the installed registry package still declares ``numpy<2`` (an older install)."""
+    code = ("import sys; from importlib.metadata import requires, PackageNotFoundError\n"
+            "try: reqs = requires(%r) or []\n"
+            "except PackageNotFoundError: reqs = []\n"
+            "sys.exit(int(any(r.replace(' ', '') == 'numpy<2' for r in reqs)))" % REGISTRY_DIST)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 1
 
 
 def github_reachable(timeout=3.0):
@@ -67,6 +82,9 @@ def retag_pure_python(src, dst_dir):
                 record_name = info.filename
                 continue
             data = zin.read(info.filename)
+            if info.filename.endswith(".dist-info/METADATA"):
+                lines = [METADATA_FIXES.get(ln, ln) for ln in data.decode().splitlines()]
+                data = ("\n".join(lines) + "\n").encode()
             if info.filename.endswith(".dist-info/WHEEL"):
                 lines = data.decode().splitlines()
                 lines = [ln for ln in lines if not ln.startswith(("Tag:", "Root-Is-Purelib:"))]
@@ -97,10 +115,15 @@ def main():
     parser.add_argument("--force", action="store_true", help="reinstall even if importable")
     parser.add_argument("--no-official", action="store_true", help="skip the GitHub source")
     args = parser.parse_args()
-    if not args.force and detectron2_importable():
+    repair = registry_install_pins_numpy_below_2()
+    if not args.force and not repair and detectron2_importable():
         print("detectron2 already installed")
         return
-    if not args.no_official and github_reachable():
+    if repair:
+        print(f"{REGISTRY_DIST} is installed with a numpy<2 pin: reinstalling it without")
+        _pip("uninstall", "-y", REGISTRY_DIST)
+        install_from_registry()
+    elif not args.no_official and github_reachable():
         try:
             _pip("install", "--no-build-isolation", OFFICIAL_SOURCE, *EXTRA_RUNTIME_DEPS)
         except subprocess.CalledProcessError:
