@@ -107,6 +107,9 @@ def install_from_registry():
         if sha != REGISTRY_SHA256:
             sys.exit(f"sha256 mismatch for {REGISTRY_WHEEL}: got {sha}, expected {REGISTRY_SHA256}")
         wheel = retag_pure_python(src, tmp)
+        # Replaces an install of the same version (e.g. one still pinning numpy<2) ...
+        _pip("install", "--force-reinstall", "--no-deps", wheel)
+        # ... then its dependencies, as the rewritten metadata lists them.
         _pip("install", wheel, *EXTRA_RUNTIME_DEPS)
 
 
@@ -121,7 +124,6 @@ def main():
         return
     if repair:
         print(f"{REGISTRY_DIST} is installed with a numpy<2 pin: reinstalling it without")
-        _pip("uninstall", "-y", REGISTRY_DIST)
         install_from_registry()
     elif not args.no_official and github_reachable():
         try:
