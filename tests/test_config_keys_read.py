@@ -21,7 +21,6 @@ SOURCES = ["sine", "inference_fss", "inference_fsod", "inference_vos", "demo", "
 
 # Keys add_sine_config sets whose only reader is detectron2 (why each is read there).
 DETECTRON2_READS = {
-    "MODEL.META_ARCHITECTURE": "detectron2.modeling.build_model picks the registered SINE",
     "MODEL.BACKBONE.NAME": "detectron2.modeling.build_backbone picks DINOv2Encoder",
 }
 

@@ -8,6 +8,7 @@ the callers' handling of low-precision outputs, not a numerical model of the GPU
 The training branch (DDP on the local GPU, AMPTrainer) is covered in tests/test_train_net.py.
 """
 import contextlib
+import functools
 
 import numpy as np
 import pytest
@@ -151,6 +152,7 @@ def test_vos_under_fp16_autocast_tracks_with_fp32_pooling(predictor, monkeypatch
     pooled = []  # dtype of the object tokens of every step
     vos_pooling = REFERENCE_POOLING["vos"]
 
+    @functools.wraps(vos_pooling)  # keeps its registration attributes (tokens_per)
     def recording_pooling(*args, **kwargs):
         tokens = vos_pooling(*args, **kwargs)
         pooled.append(tokens[0].dtype)
@@ -167,10 +169,12 @@ def test_vos_under_fp16_autocast_tracks_with_fp32_pooling(predictor, monkeypatch
 # ------------------------------------------------------------------ FSOD prototypes
 def test_fsod_prototypes_follow_the_model_device(predictor, monkeypatch):
     from inference_fsod.model import PrototypeInstanceSegmenter
+    from sine.modeling.in_context import ReferenceTokens
 
     # "meta" stands for the GPU: the buffers must be moved to wherever the model is.
     monkeypatch.setattr(type(predictor.model), "device",
                         property(lambda self: torch.device("meta")))
-    seg = PrototypeInstanceSegmenter(predictor.model, torch.tensor([0, 3]), torch.randn(2, 32))
-    assert seg.prototypes.device.type == "meta" and seg.class_ids.device.type == "meta"
-    assert seg.prototypes.dtype == torch.float32
+    tokens = ReferenceTokens(labels=torch.tensor([0, 3]), ids=torch.tensor([0, 1]))
+    seg = PrototypeInstanceSegmenter(predictor.model, tokens)
+    assert seg.tokens.labels.device.type == "meta" and seg.tokens.ids.device.type == "meta"
+    assert tokens.labels.device.type == "cpu"  # the cached tokens themselves stay put
