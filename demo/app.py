@@ -14,7 +14,9 @@ from typing import List, Optional, Tuple
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home, works offline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
+# First, even if PYTHONPATH holds it too: a script's own folder (demo/) leads sys.path, and there
+# `demo` would be this file instead of the package.
+if sys.path[0] != ROOT:
     sys.path.insert(0, ROOT)
 
 import gradio as gr  # noqa: E402

@@ -24,7 +24,9 @@ import sys
 from typing import List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
+# First, even if PYTHONPATH holds it too: a script's own folder (demo/) leads sys.path, and there
+# `demo` would be this file instead of the package.
+if sys.path[0] != ROOT:
     sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
