@@ -16,6 +16,12 @@ def add_sine_config(cfg):
 
     # ---------------------------------------------------------------- frozen DINOv2 encoder
     cfg.MODEL.DINOV2 = CN()
+    # Which ViT (sine/modeling/backbone/vit_builder.py; the group keeps its historical name):
+    # "dinov2" hand-written DINOv2 (default); "timm_dinov2" the same DINOv2 on timm's modules
+    # (same weights and features; with registers when NUM_REGISTER_TOKENS is 4); "timm_dinov3"
+    # DINOv3 (PATCH_SIZE 16, RoPE, 4 storage tokens); "timm_clip" an OpenAI CLIP image tower.
+    # WEIGHTS is read in that family's official checkpoint layout.
+    cfg.MODEL.DINOV2.VIT = "dinov2"
     # vit_small | vit_base | vit_large | vit_giant2; EMBED_DIM/DEPTH/NUM_HEADS > 0 override it
     # (used for tiny test models).
     cfg.MODEL.DINOV2.ARCH = "vit_large"
@@ -36,6 +42,9 @@ def add_sine_config(cfg):
     # Features after the final LayerNorm (SegIC's x_norm_patchtokens) instead of before it
     # (SINE's x_prenorm).
     cfg.MODEL.DINOV2.OUTPUT_NORM = False
+    # Register (DINOv3: storage) tokens; -1 = the family's default (DINOv2 and CLIP 0, DINOv3 4).
+    # The official DINOv2 *_reg4 models use 4 with INTERPOLATE_OFFSET 0, INTERPOLATE_ANTIALIAS True.
+    cfg.MODEL.DINOV2.NUM_REGISTER_TOKENS = -1
     # SINE keeps DINOv2 frozen (excluded from the optimizer, always in eval mode). False trains
     # it: only for the CPU demo, whose small ViT starts from random weights.
     cfg.MODEL.DINOV2.FROZEN = True

@@ -50,8 +50,11 @@ def _read_config(golden_dir: str) -> Dict:
         return json.load(f)
 
 
-def build_golden_cfg(golden_dir: str):
-    """A frozen detectron2 config equivalent to the golden model (from config.json only)."""
+def build_golden_cfg(golden_dir: str, opts=()):
+    """A frozen detectron2 config equivalent to the golden model (from config.json only).
+
+    ``opts``: ``KEY VALUE`` overrides that must not change the outputs (e.g. MODEL.DINOV2.VIT).
+    """
     conf = _read_config(golden_dir)
     args, attrs = conf["args"], conf["model_attributes"]
     cfg = get_cfg()
@@ -90,15 +93,16 @@ def build_golden_cfg(golden_dir: str):
     s.TEST.TOPK_PER_IMAGE = attrs["test_topk_per_image"]
     s.TEST.INSTANCE_SCORE_THRESH = float(thresholds["instance"])
     s.TEST.ID_SCORE_THRESH = float(thresholds["identity"])
+    cfg.merge_from_list(list(opts))
     cfg.freeze()
     return cfg
 
 
-def build_golden_model(golden_dir: str):
+def build_golden_model(golden_dir: str, opts=()):
     """SINE built from config.json with the golden (official-format) state dict, in eval mode."""
     from detectron2.modeling import build_model
 
-    model = build_model(build_golden_cfg(golden_dir))
+    model = build_model(build_golden_cfg(golden_dir, opts))
     state_dict = torch.load(state_dict_path(golden_dir), map_location="cpu")
     model.load_state_dict(state_dict, strict=True)
     return model.eval()

@@ -34,12 +34,15 @@ def golden(golden_dir):
     return load_golden(golden_dir)
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["fast", "reference"])
+@pytest.fixture(scope="module", params=[(True, "dinov2"), (False, "dinov2"), (True, "timm_dinov2")],
+                ids=["fast", "reference", "timm-fast"])
 def model(golden_dir, request):
     """The golden model on the fast path (MODEL.SINE.FAST_INFERENCE, default) and on the
-    official computation: every golden check runs for both."""
-    model = build_golden_model(golden_dir)
-    model.set_fast_inference(request.param)
+    official computation, and with the DINOv2 built on timm's modules: every golden check runs
+    for each. (timm's unfused attention equals the hand-written one: tests/test_timm_vit.py.)"""
+    fast, vit = request.param
+    model = build_golden_model(golden_dir, ["MODEL.DINOV2.VIT", vit])
+    model.set_fast_inference(fast)
     return model
 
 

@@ -1,4 +1,4 @@
-"""Frozen DINOv2 encoder + trainable neck, registered as a detectron2 backbone (spec §1)."""
+"""Frozen ViT encoder (DINOv2 by default) + trainable neck, a detectron2 backbone (spec §1)."""
 import logging
 from typing import Dict
 
@@ -9,7 +9,7 @@ from detectron2.layers.batch_norm import LayerNorm
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import nn
 
-from .dinov2 import DinoVisionTransformer, build_dinov2_vit, load_dinov2_checkpoint
+from .vit_builder import build_vit, load_vit_checkpoint, unused_vit_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -31,42 +31,30 @@ def build_neck(in_chans: int, out_chans: int, use_fc: bool = False) -> nn.Module
     )
 
 
-def build_dinov2_vit_from_config(cfg) -> DinoVisionTransformer:
-    """The DINOv2 ViT described by ``cfg.MODEL.DINOV2`` (random init; weights loaded separately)."""
-    d = cfg.MODEL.DINOV2
-    return build_dinov2_vit(
-        d.ARCH,
-        embed_dim=d.EMBED_DIM,
-        depth=d.DEPTH,
-        num_heads=d.NUM_HEADS,
-        mlp_ratio=d.MLP_RATIO,
-        patch_size=d.PATCH_SIZE,
-        img_size=d.IMG_SIZE,
-        init_values=d.INIT_VALUES,
-        ffn_layer=d.FFN_LAYER,
-        interpolate_offset=d.INTERPOLATE_OFFSET,
-        interpolate_antialias=d.INTERPOLATE_ANTIALIAS,
-        output_norm=d.OUTPUT_NORM,
-    )
+def build_dinov2_vit_from_config(cfg) -> nn.Module:
+    """The ViT described by ``cfg.MODEL.DINOV2`` (``VIT`` picks the implementation; random init,
+    weights loaded separately). Kept for callers of the hand-written-only builder (SegIC)."""
+    return build_vit(cfg)
 
 
 @BACKBONE_REGISTRY.register()
 class DINOv2Encoder(Backbone):
-    """Frozen DINOv2 ViT followed by a trainable neck.
+    """Frozen ViT (DINOv2 unless MODEL.DINOV2.VIT names another) followed by a trainable neck.
 
     The ViT (``encoder``) has ``requires_grad=False``, always runs in eval mode and under
     ``no_grad``; only ``neck`` is trained (``frozen=False`` lifts all three, for tiny demo ViTs
-    trained from scratch). Outputs (stride = patch size):
+    trained from scratch). Outputs (stride = patch size p):
 
-    * ``"encoder"``: (B, D, H/14, W/14) last-block ViT features before the final norm;
-    * ``"neck"``: (B, C, H/14, W/14) neck features, the input of the M-Former.
+    * ``"encoder"``: (B, D, H/p, W/p) last-block ViT features (before the final norm unless
+      MODEL.DINOV2.OUTPUT_NORM);
+    * ``"neck"``: (B, C, H/p, W/p) neck features, the input of the M-Former.
     """
 
     @configurable
     def __init__(
         self,
         *,
-        encoder: DinoVisionTransformer,
+        encoder: nn.Module,
         feat_chans: int,
         neck_use_fc: bool = False,
         weights: str = "",
@@ -74,10 +62,10 @@ class DINOv2Encoder(Backbone):
     ):
         """
         Args:
-            encoder: the DINOv2 ViT.
+            encoder: the ViT (see :mod:`.vit_builder`): (B, 3, H, W) -> (B, D, H/p, W/p).
             feat_chans: neck output channels (= M-Former width).
             neck_use_fc: build the single-conv neck (official ``--image_enc_use_fc``).
-            weights: official DINOv2 checkpoint to load into ``encoder`` ("" = keep random init).
+            weights: official checkpoint of the ViT's family ("" = keep random init).
             frozen: keep the ViT frozen (official SINE).
         """
         super().__init__()
@@ -88,17 +76,12 @@ class DINOv2Encoder(Backbone):
         # cleanly (see _keep_loaded_encoder_weights).
         self.encoder_weights = weights
         if weights:
-            load_dinov2_checkpoint(self.encoder, weights)
+            load_vit_checkpoint(self.encoder, weights)
         self.frozen = frozen
         if frozen:
             self.encoder.requires_grad_(False)
         else:
-            # No token is masked and (unless the features are read after it) the final norm is
-            # unused, so these never get a gradient; trainable they would break DDP's reduction.
-            unused = [self.encoder.mask_token]
-            if not self.encoder.output_norm:
-                unused += list(self.encoder.norm.parameters())
-            for p in unused:
+            for p in unused_vit_parameters(self.encoder):
                 p.requires_grad_(False)
             self.encoder.eval()
         self._register_load_state_dict_pre_hook(self._keep_loaded_encoder_weights)
@@ -106,9 +89,8 @@ class DINOv2Encoder(Backbone):
     @classmethod
     def from_config(cls, cfg, input_shape=None):
         d = cfg.MODEL.DINOV2
-        encoder = build_dinov2_vit_from_config(cfg)
         return {
-            "encoder": encoder,
+            "encoder": build_vit(cfg),
             "feat_chans": cfg.MODEL.SINE.FEAT_CHANS,
             "neck_use_fc": cfg.MODEL.SINE.NECK_USE_FC,
             "weights": d.WEIGHTS,
@@ -135,9 +117,9 @@ class DINOv2Encoder(Backbone):
     def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """
         Args:
-            images: (B, 3, H, W) normalised images, H and W multiples of 14.
+            images: (B, 3, H, W) normalised images, H and W multiples of the patch size p.
         Returns:
-            {"encoder": (B, D, H/14, W/14), "neck": (B, C, H/14, W/14)}
+            {"encoder": (B, D, H/p, W/p), "neck": (B, C, H/p, W/p)}
         """
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             enc = self.encoder(images)

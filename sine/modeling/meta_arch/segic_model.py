@@ -34,8 +34,9 @@ from detectron2.structures import Instances
 from torch import nn
 from torchvision.ops import masks_to_boxes as inclusive_boxes
 
-from ..backbone.dinov2 import DinoVisionTransformer, load_dinov2_checkpoint
+from ..backbone.dinov2 import DinoVisionTransformer
 from ..backbone.dinov2_encoder import build_dinov2_vit_from_config, build_neck
+from ..backbone.vit_builder import load_vit_checkpoint
 from ..criterion import dice_loss, mask_uncertainty, sigmoid_ce_loss
 from ..in_context import (
     ALL_OUTPUTS,
@@ -243,7 +244,7 @@ class SegIC(InContextSegmenter):
                            "DINOv2 tokens (configs/segic/Base-SegIC.yaml sets it).")
         encoder = build_dinov2_vit_from_config(cfg)
         if cfg.MODEL.DINOV2.WEIGHTS:
-            load_dinov2_checkpoint(encoder, cfg.MODEL.DINOV2.WEIGHTS)
+            load_vit_checkpoint(encoder, cfg.MODEL.DINOV2.WEIGHTS)
         patch = encoder.patch_size
         if s.IMAGE_SIZE % patch:
             raise ValueError(f"MODEL.SEGIC.IMAGE_SIZE={s.IMAGE_SIZE} must be a multiple of the "
