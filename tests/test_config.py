@@ -47,3 +47,21 @@ def test_every_yaml_merges_and_freezes(path):
     assert cfg.MODEL.META_ARCHITECTURE in ("SINE", "SegIC")
     if cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS:
         assert len(cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS) == len(cfg.DATASETS.TRAIN)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_yaml_sizes_fit_its_vit_patch(path):
+    """Images are padded to these sizes and cut into patches: with DINOv3 (patch 16) the 14-based
+    sizes (896, 1036) do not fit, so each config must scale them with its own patch size."""
+    from sine.modeling.backbone.vit_builder import VIT_BUILDERS
+
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    cfg.merge_from_file(path)
+    assert cfg.MODEL.DINOV2.VIT in VIT_BUILDERS
+    patch = cfg.MODEL.DINOV2.PATCH_SIZE
+    for key in ("MODEL.SINE.PAD_SIZE", "MODEL.SINE.VOS.PAD_SIZE"):
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert value % patch == 0, f"{key}={value} is not a multiple of the patch size {patch}"

@@ -16,6 +16,7 @@ the official piece is kept as an option (see :func:`interpolate_patch_pos_embed`
 """
 import logging
 import os
+import zipfile
 from functools import partial
 from typing import Dict, List, Optional, Tuple
 
@@ -140,18 +141,24 @@ def read_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path, device="cpu")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except RuntimeError as err:
-        if "TorchScript" not in str(err) and "torch.jit" not in str(err):
-            raise
+    if _is_torchscript_archive(path):
         obj = torch.jit.load(path, map_location="cpu").state_dict()
+    else:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict):
         raise ValueError(f"{path} does not hold a state dict (got {type(obj).__name__}).")
     for wrapper in ("model", "state_dict"):
         if wrapper in obj and isinstance(obj[wrapper], dict):
             obj = obj[wrapper]
     return dict(obj)
+
+
+def _is_torchscript_archive(path: str) -> bool:
+    """TorchScript zips hold ``<name>/constants.pkl``; ``torch.save`` zips do not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 class _PosTableCache:
