@@ -18,11 +18,11 @@ TINY = [
     "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()",
     "SOLVER.WARMUP_ITERS", "1", "SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "100",
 ]
+# 112 px (PAD_SIZE above) is 8 patches of 14 and 7 of 16.
 DEMOS = {
-    "dinov2_reg4": ("sine_synthetic_tiny_dinov2_reg4.yaml", []),
-    # 112 px is 7 x 16: the sizes follow the patch size
-    "dinov3": ("sine_synthetic_tiny_dinov3.yaml", []),
-    "clip": ("sine_synthetic_tiny_clip.yaml", []),
+    "dinov2_reg4": "sine_synthetic_tiny_dinov2_reg4.yaml",
+    "dinov3": "sine_synthetic_tiny_dinov3.yaml",
+    "clip": "sine_synthetic_tiny_clip.yaml",
 }
 
 
@@ -39,15 +39,12 @@ def synthetic_root(tmp_path_factory):
 @pytest.mark.parametrize("name", sorted(DEMOS))
 def test_demo_trains_with_vit(name, synthetic_root, tmp_path, monkeypatch):
     sys.path.insert(0, ROOT)
+    from sine.data.datasets.register_synthetic import register_synthetic
     from train_net import Trainer, setup
 
-    from sine.data.datasets.register_synthetic import register_synthetic
-
-    config, extra = DEMOS[name]
-
     class Args:
-        config_file = os.path.join(ROOT, "configs", "demo", config)
-        opts = ["OUTPUT_DIR", str(tmp_path), *TINY, *extra]
+        config_file = os.path.join(ROOT, "configs", "demo", DEMOS[name])
+        opts = ["OUTPUT_DIR", str(tmp_path), *TINY]
         eval_only, resume, num_gpus, num_machines, machine_rank = False, False, 1, 1, 0
 
     monkeypatch.setenv("DETECTRON2_DATASETS", synthetic_root)
