@@ -350,3 +350,16 @@ def test_unknown_vit_name_is_an_error():
     cfg = get_sine_cfg(opts=TINY_SINE + ["MODEL.DINOV2.VIT", "dinov4"])
     with pytest.raises(ValueError, match="Unknown MODEL.DINOV2.VIT 'dinov4'"):
         build_vit(cfg)
+
+
+@pytest.mark.parametrize("arch", ["vit_small", "vit_base", "vit_large", "vit_giant2"])
+def test_timm_dinov2_presets_have_the_official_layout(arch):
+    """Full-size S/B/L/g (built on the meta device: no memory) have the hand-written ViT's
+    parameter names and shapes, i.e. those of dinov2_vit{s,b,l,g}14_pretrain.pth."""
+    ffn = "swiglufused" if arch == "vit_giant2" else "mlp"
+    with torch.device("meta"):
+        ours = build_dinov2_vit(arch, ffn_layer=ffn).state_dict()
+        timm_vit = build_timm_dinov2(arch, ffn_layer=ffn).state_dict()
+    renamed = {k.replace(".mlp.w12.", ".mlp.fc1.").replace(".mlp.w3.", ".mlp.fc2."): v.shape
+               for k, v in ours.items()}
+    assert {k: v.shape for k, v in timm_vit.items()} == renamed
