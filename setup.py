@@ -14,6 +14,9 @@ def read_requirements(name):
     return [ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")]
 
 
+# ONNX export (dynamo exporter: onnxscript) and its CPU runtime.
+ONNX = ["onnx>=1.16", "onnxscript>=0.2", "onnxruntime>=1.18"]
+
 setup(
     name="sine",
     version="0.1.0",
@@ -27,12 +30,14 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4",
                 # tests/test_web_demo.py (Chromium itself: tools/install_browser.sh)
-                "gradio>=6.0,<7", "playwright>=1.40"],
+                "gradio>=6.0,<7", "playwright>=1.40",
+                *ONNX],  # tests/test_onnx_export.py
         "demo": ["gradio>=6.0,<7"],  # demo/app.py
         # The SegIC model: SAM's prompt encoder / two-way decoder, the CLIP text tower
         # (transformers 5: the 4.x line pins huggingface-hub < 1, which gradio 6 cannot use) and
         # the CLIP BPE file shipped in open-clip-torch (the offline tokenizer).
         "segic": ["segment-anything>=1.0", "transformers>=5.0", "open-clip-torch>=2.20"],
+        "onnx": ONNX,  # tools/export_onnx.py, sine/export/onnx.py
     },
     # detectron2 is installed by tools/install_detectron2.py (no compiled ops needed).
 )

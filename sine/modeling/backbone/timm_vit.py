@@ -15,6 +15,7 @@ Where timm's behaviour differs from the official DINOv2 forward that SINE's numb
 the official piece is kept as an option (see :func:`interpolate_patch_pos_embed`, ``output_norm``).
 """
 import logging
+import math
 import os
 import zipfile
 from functools import partial
@@ -71,7 +72,7 @@ def interpolate_patch_pos_embed(
     the official features. ``offset == 0`` (DINOv2 with registers, CLIP): bicubic to ``size``.
     Computed in float32; at the stored grid size nothing is resampled.
     """
-    g0 = int(round(patch_pos.shape[1] ** 0.5))
+    g0 = math.isqrt(int(patch_pos.shape[1]))
     if g0 * g0 != patch_pos.shape[1]:
         raise ValueError(f"pos-embed of {patch_pos.shape[1]} patch tokens is not a square grid")
     if (h, w) == (g0, g0):

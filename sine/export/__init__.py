@@ -1,0 +1,1 @@
+"""Deployment exports of sine models (ONNX; onnxruntime runners). Needs the ``onnx`` extra."""
