@@ -11,6 +11,7 @@ for every target (``encode`` + ``segment``). ``SinePredictor`` is the same class
 former name.
 """
 import logging
+import os
 from typing import Iterable, Optional
 
 import numpy as np
@@ -121,13 +122,20 @@ class InContextPredictor:
     references, through the model's inference surface only."""
 
     def __init__(self, cfg, device: Optional[str] = None,
-                 model: Optional[InContextSegmenter] = None):
+                 model: Optional[InContextSegmenter] = None, backend: str = "torch",
+                 onnx_dir: Optional[str] = None):
         """
         Args:
             cfg: the model's config (MODEL.WEIGHTS loaded unless ``model`` is given).
             device: build (or move) the model there (default: MODEL.DEVICE).
             model: use this built model instead of building one from ``cfg``.
+            backend: "torch", or "onnx": encoder and decoder run in onnxruntime on the CPU
+                (needs the ``onnx`` extra; see :class:`sine.export.onnx.OnnxSegmenter`).
+            onnx_dir: directory of the ONNX files (exported there on first use); default
+                ``<OUTPUT_DIR>/onnx``.
         """
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
         self.cfg = cfg.clone()
         if device is not None:  # built there directly (not on MODEL.DEVICE, then moved)
             frozen = self.cfg.is_frozen()
@@ -139,16 +147,23 @@ class InContextPredictor:
             self.model = build_in_context_model(self.cfg)
         else:
             self.model = model.to(device) if device is not None else model
+        if backend == "onnx":
+            from ..export.onnx import OnnxSegmenter
+
+            self.model = OnnxSegmenter(
+                self.model, onnx_dir or os.path.join(self.cfg.OUTPUT_DIR, "onnx"))
+        self.backend = backend
         self.references: Optional[ReferenceTokens] = None
 
     @classmethod
-    def from_config_file(cls, config_file, weights=None, opts=(), device=None):
+    def from_config_file(cls, config_file, weights=None, opts=(), device=None,
+                         backend: str = "torch", onnx_dir: Optional[str] = None):
         cfg = get_sine_cfg(config_file, opts)
         if weights is not None:
             cfg.MODEL.WEIGHTS = weights
         if device is not None:
             cfg.MODEL.DEVICE = device
-        return cls(cfg)
+        return cls(cfg, backend=backend, onnx_dir=onnx_dir)
 
     @property
     def device(self):

@@ -16,13 +16,15 @@ per reference set and is cheap); post-processing stays in PyTorch.
 """
 import json
 import os
-from typing import Dict, Optional, Tuple
+from typing import Dict, FrozenSet, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["DECODER_OUTPUTS", "OnnxDecoder", "OnnxEncoder", "export_decoder", "export_encoder",
-           "write_manifest"]
+from ..modeling.in_context import ALL_OUTPUTS, InContextSegmenter, check_outputs
+
+__all__ = ["DECODER_OUTPUTS", "OnnxDecoder", "OnnxEncoder", "OnnxSegmenter", "export_decoder",
+           "export_encoder", "write_manifest"]
 
 DECODER_OUTPUTS = ("pred_id_logits", "pred_ins_logits", "pred_id_masks", "pred_ins_masks")
 
@@ -157,3 +159,72 @@ def write_manifest(directory: str, entries: Dict) -> str:
         json.dump(entries, f, indent=2)
     os.replace(path + ".part", path)
     return path
+
+
+class OnnxSegmenter(InContextSegmenter):
+    """A SINE model whose encoder and decoder run in onnxruntime, behind the same surface.
+
+    ``preprocess_image``, ``reference_tokens`` (pooling, once per reference set) and the
+    post-processing stay in PyTorch (the wrapped ``model``); ``encode`` and the decoding of
+    ``segment`` run the ONNX files of ``directory``: ``encoder.onnx`` and one
+    ``decoder_nm{N}_nc{C}.onnx`` per number of reference masks and classes. A missing file is
+    exported from ``model`` on first use (the decoder when a new reference set needs it).
+    ``segment`` always decodes every query (no ID-only decode) and reads no auxiliary outputs.
+    """
+
+    def __init__(self, model: InContextSegmenter, directory: str, threads: Optional[int] = None):
+        super().__init__()
+        if model.device.type != "cpu":
+            raise ValueError("the onnx backend runs on the CPU; build the model with "
+                             "MODEL.DEVICE cpu")
+        self.model = model.eval()
+        self.directory = directory
+        self.threads = threads
+        self.pad_size = model.pad_size
+        self.size_divisibility = model.size_divisibility
+        os.makedirs(directory, exist_ok=True)
+        self._decoders: Dict[Tuple[int, int], OnnxDecoder] = {}
+        path = os.path.join(directory, "encoder.onnx")
+        if not os.path.isfile(path):
+            export_encoder(model, path)
+        self.encoder = OnnxEncoder(path, threads)
+        if self.encoder.size != self.pad_size:
+            raise ValueError(f"{path} was exported for {self.encoder.size} px images but the "
+                             f"model pads to {self.pad_size}; remove it to re-export")
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def preprocess_image(self, image: torch.Tensor, size: int) -> torch.Tensor:
+        return self.model.preprocess_image(image, size)
+
+    def encode(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.encoder(images)
+
+    def reference_tokens(self, features, masks, labels, ids=None, *, pooling=None, names=None):
+        return self.model.reference_tokens(features, masks, labels, ids, pooling=pooling,
+                                           names=names)
+
+    def decoder(self, num_id_tokens: int, num_classes: int) -> OnnxDecoder:
+        """The decoder session for nm ID tokens and nc classes (exported on first use)."""
+        key = (num_id_tokens, num_classes)
+        if key not in self._decoders:
+            path = os.path.join(self.directory, f"decoder_nm{key[0]}_nc{key[1]}.onnx")
+            if not os.path.isfile(path):
+                export_decoder(self.model, path, *key)
+            self._decoders[key] = OnnxDecoder(path, self.threads)
+        return self._decoders[key]
+
+    def segment(self, target_features, tokens, geometry, outputs=ALL_OUTPUTS) -> Dict:
+        outputs = check_outputs(outputs, self.supported_outputs())
+        raw = self.decoder(tokens.id_tokens.shape[1], tokens.sem_tokens.shape[1])(
+            target_features["neck"], tokens.id_tokens, tokens.sem_tokens)
+        raw.update(ref_id_labels=tokens.labels[None], ref_sem_labels=tokens.sem_labels[None])
+        return self.model.postprocess(raw, tokens, geometry, outputs)
+
+    def supported_outputs(self) -> FrozenSet[str]:
+        return self.model.supported_outputs()
+
+    def default_outputs(self) -> FrozenSet[str]:
+        return self.model.default_outputs()
