@@ -8,9 +8,19 @@ square, and results are returned at 480 x 640.
 
 Paths (``--paths``): ``ref`` = ``MODEL.SINE.FAST_INFERENCE False`` (official computation),
 ``fast`` = the default optimised path, ``fast-compile`` = fast + ``torch.compile`` of the ViT,
-``fast-bf16`` = fast + bf16 autocast (CUDA only). Latencies of all paths are measured in one
-process, alternating path order every round; the speed-up is the median over rounds of the
-per-round ratio. Peak memory comes from a fresh child process per configuration and path.
+``fast-bf16`` = fast + bf16 autocast (CUDA only).
+
+Semantic-only paths (the FSS workload), compared with ``official``: ``official`` = the official
+work, i.e. the official computation returning the semantic map only, computed at the padded size
+and then cropped and resized (spec §5.1); ``fast-sem`` = the fast path asked for ``sem_seg`` only;
+``onnx-sem`` = encoder and decoder in onnxruntime (``backend="onnx"``; export not timed);
+``int8-sem`` = fast + dynamic int8 quantisation of every ``nn.Linear``; ``bf16-sem`` = fast with
+the ViT under CPU bf16 autocast. Their agreement column gives the semantic map's max |diff| and
+the IoU of the binarised FSS prediction (map > 0.7) with the official-work output.
+
+Latencies of all paths are measured in one process, alternating path order every round; the
+speed-up is the median over rounds of the per-round ratio. Peak memory comes from a fresh child
+process per configuration and path.
 
     python benchmarks/bench_inference.py --quick            # ViT-S, 518 and 896, 1 and 2 threads
     python benchmarks/bench_inference.py --archs vit_small --sizes 896 --threads 2 --repeats 5
@@ -56,23 +66,72 @@ def pair_inputs(size: int, seed: int = 0):
              "references": [{"image": image(), "instances": inst}]}]
 
 
+SEM_PATHS = ("official", "fast-sem", "onnx-sem", "int8-sem", "bf16-sem")
+FSS_THRESH = 0.7  # MODEL.SINE.TEST.SEM_SEG_THRESH
+
+
 def apply_path(model, path: str):
     """Configure ``model`` for a path; returns the module to call."""
-    model.set_fast_inference(path != "ref")
+    model.set_fast_inference(path not in ("ref", "official"))  # *-sem: fast
     model.autocast_bf16 = path == "fast-bf16"
+    return model
+
+
+def path_model(model, path: str, size: int):
+    """The model a path runs: the shared one, or a converted copy (ONNX, int8)."""
+    if path == "onnx-sem":
+        import tempfile
+
+        from sine.export.onnx import OnnxSegmenter
+
+        return OnnxSegmenter(apply_path(model, "fast-sem"), tempfile.mkdtemp(prefix="bench_onnx"))
+    if path == "int8-sem":
+        quantized = torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        return apply_path(quantized, path)
     return model
 
 
 def make_runner(model, path, inputs):
     def run():
+        if path in SEM_PATHS:
+            # The ONNX segmenter post-processes with the wrapped model: keep it on the fast path.
+            apply_path(model.model if path == "onnx-sem" else model, path)
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=path == "bf16-sem")
+            with torch.no_grad():
+                if path == "bf16-sem":  # the ViT alone under bf16; the rest in fp32
+                    encoder = model.image_encoder.encoder
+                    forward = encoder.forward
+                    encoder.forward = lambda x: _in_bf16(forward, x, autocast)
+                    try:
+                        return model.segment_batch(inputs, outputs={"sem_seg"})
+                    finally:
+                        del encoder.forward
+                return model.segment_batch(inputs, outputs={"sem_seg"})
         apply_path(model, path)
         with torch.no_grad():
             return model(inputs)
     return run
 
 
+def _in_bf16(forward, x, autocast):
+    with autocast:
+        return forward(x).float()
+
+
+def compare_semantic(a, b) -> str:
+    """Semantic maps of one pair: max |diff| and IoU of the binarised FSS predictions."""
+    a, b = a[0]["sem_seg"].float(), b[0]["sem_seg"].float()
+    pa, pb = a > FSS_THRESH, b > FSS_THRESH
+    union = (pa | pb).sum().item()
+    iou = (pa & pb).sum().item() / union if union else 1.0
+    return f"sem max diff {(a - b).abs().max().item():.1e}, FSS IoU {iou:.4f}"
+
+
 def compare_results(a, b) -> str:
     """How far two results of one pair are apart (sem_seg values, discrete instance/ID sets)."""
+    if "id" not in a[0] or "id" not in b[0]:
+        return compare_semantic(a, b)
     a, b = a[0], b[0]
     sem = (a["sem_seg"].float() - b["sem_seg"].float()).abs().max().item()
     same = all(
@@ -114,12 +173,11 @@ def child_main(arch, size, threads, path, device):
     if path == "fast-compile":
         model.image_encoder.encoder.compile()
     inputs = pair_inputs(int(size))
-    apply_path(model, path)
+    run = make_runner(path_model(model, path, int(size)), path, inputs)
     base = C.rss_mib()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    with torch.no_grad():
-        model(inputs)
+    run()
     out = {"peak_mib": C.peak_rss_mib(), "base_mib": base}
     if device.startswith("cuda"):
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / C.MIB
@@ -131,7 +189,7 @@ def bench_config(arch, size, threads_list, paths, args):
     rows = []
     _, model = C.build_sine(model_opts(arch, size), args.device)
     inputs = pair_inputs(size)
-    models = {p: model for p in paths}
+    models = {p: path_model(model, p, size) for p in paths}
     if "fast-compile" in paths:
         models["fast-compile"] = copy.deepcopy(model)
         models["fast-compile"].image_encoder.encoder.compile()
@@ -142,7 +200,7 @@ def bench_config(arch, size, threads_list, paths, args):
         times = C.interleaved_timings(runners, args.repeats, args.warmup, sync)
         results = {p: runners[p]() for p in paths}
         if args.breakdown:
-            for p in paths:
+            for p in [p for p in paths if p not in SEM_PATHS]:
                 stages = stage_times(models[p], p, inputs, sync)
                 args.stage_rows.append([arch, size, threads, p,
                                         *(C.fmt_s(stages[k]) for k in STAGES)])
@@ -150,7 +208,8 @@ def bench_config(arch, size, threads_list, paths, args):
             mem = {}
             if args.memory:
                 mem = C.run_child(__file__, [arch, str(size), str(threads), p, args.device])
-            ratio = C.paired_ratio(times["ref"], times[p]) if "ref" in paths else float("nan")
+            base = "official" if p in SEM_PATHS else "ref"
+            ratio = C.paired_ratio(times[base], times[p]) if base in paths else float("nan")
             peak = mem.get("cuda_peak_mib", mem.get("peak_mib"))
             delta = mem["peak_mib"] - mem["base_mib"] if mem and not sync else None
             rows.append([
@@ -158,7 +217,7 @@ def bench_config(arch, size, threads_list, paths, args):
                 C.fmt_s(min(times[p])), f"{ratio:.2f}x",
                 f"{peak:.0f}" if peak is not None else "-",
                 f"{delta:.0f}" if delta is not None else "-",
-                compare_results(results["ref"], results[p]) if "ref" in paths else "-",
+                compare_results(results[base], results[p]) if base in paths else "-",
             ])
             print(" | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
     return rows
@@ -170,7 +229,8 @@ def parse_args(argv=None):
     parser.add_argument("--sizes", default="518,896")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--paths", default="ref,fast",
-                        help="comma list of ref, fast, fast-compile, fast-bf16")
+                        help="comma list of ref, fast, fast-compile, fast-bf16, and the "
+                             "semantic-only official, fast-sem, onnx-sem, int8-sem, bf16-sem")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per path")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds per path")
     parser.add_argument("--quick", action="store_true", help="ViT-S only")
@@ -194,7 +254,8 @@ def main():
         raise SystemExit("fast-bf16 needs --device cuda (bf16 autocast is only applied on CUDA)")
     C.print_machine(args.device)
     print(f"command: python {' '.join([os.path.relpath(__file__, C.ROOT), *sys.argv[1:]])}\n")
-    headers = ["arch", "size", "threads", "path", "median s", "min s", "speed-up vs ref",
+    headers = ["arch", "size", "threads", "path", "median s", "min s",
+               "speed-up vs ref (official for *-sem)",
                "peak MiB" if not args.device.startswith("cuda") else "CUDA peak MiB",
                "forward Δ MiB", "outputs equal"]
     rows = []
