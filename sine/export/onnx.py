@@ -174,6 +174,8 @@ class OnnxSegmenter(InContextSegmenter):
 
     def __init__(self, model: InContextSegmenter, directory: str, threads: Optional[int] = None):
         super().__init__()
+        if not (hasattr(model, "transformer_decoder") and hasattr(model, "postprocess")):
+            raise ValueError(f"the onnx backend supports SINE models, not {type(model).__name__}")
         if model.device.type != "cpu":
             raise ValueError("the onnx backend runs on the CPU; build the model with "
                              "MODEL.DEVICE cpu")
