@@ -105,6 +105,9 @@ def add_sine_config(cfg):
     cfg.MODEL.SINE.VOS.IMAGE_SIZE = 0
     cfg.MODEL.SINE.VOS.PAD_SIZE = 0
     cfg.MODEL.SINE.VOS.SHORT_SIDE = 518  # frames read at this shorter side; masks predicted there
+    # Antialias the shorter-side resize of frames when shrinking (e.g. 720p YouTube-VOS). False
+    # is official: the pinned torchvision 0.15 does not antialias tensors (>= 0.17 does).
+    cfg.MODEL.SINE.VOS.ANTIALIAS = False
     # Memory frames keep their cached neck features (each frame is encoded once). False
     # re-encodes every memory frame from its stored image at every step (official, slower).
     cfg.MODEL.SINE.VOS.CACHE_FEATURES = True

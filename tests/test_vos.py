@@ -75,11 +75,59 @@ def track(vp, frames, first_labels):
 
 
 def test_official_frame_sizes():
-    # DAVIS 480p: 518 shorter side (torchvision Resize), then longer side 1036 (truncated).
-    assert short_side_size(480, 854, 518) == (518, 921)
+    """Sizes derived by hand from spec §7.3, on frames where the formulas differ."""
+    # Shorter side -> 518: the image (torchvision Resize) and the GT mask (resize_mask) formulas.
+    assert short_side_size(480, 854, 518) == short_side_size(480, 854, 518, mask=True) \
+        == (518, 921)  # DAVIS 480p: they agree
+    assert short_side_size(720, 1280, 518) == short_side_size(720, 1280, 518, mask=True) \
+        == (518, 920)  # YouTube-VOS 720p
+    assert short_side_size(1280, 720, 518) == short_side_size(1280, 720, 518, mask=True) \
+        == (920, 518)  # portrait
+    assert short_side_size(518, 633, 518) == (518, 633)  # already 518: kept
+    assert short_side_size(518, 633, 518, mask=True) == (518, 632)  # 633 / 518 * 518 < 633
+    assert short_side_size(259, 446, 518) == (518, 892)
+    assert short_side_size(259, 446, 518, mask=True) == (518, 891)
+    assert short_side_size(480, 854, 0) == short_side_size(480, 854, 0, mask=True) == (480, 854)
+    # Longer side -> 1036 through the aspect ratio, each from its own shape.
     assert long_side_size(518, 921, 1036) == (582, 1036)
-    assert short_side_size(720, 405, 518) == (920, 518)
-    assert short_side_size(480, 854, 0) == (480, 854)
+    assert long_side_size(518, 633, 1036) == (847, 1036)  # the image of a 518 x 633 frame
+    assert long_side_size(518, 632, 1036) == (849, 1036)  # ... and its GT mask
+    assert long_side_size(600, 672, 1036) == (924, 1036)  # int(1036 * 600 / 672) would be 925
+    assert long_side_size(259, 223, 1036) == (1036, 891)  # portrait: int(1036 * a), not 892
+    assert long_side_size(100, 112, 1036) == (924, 1036)
+    assert long_side_size(50, 50, 1036) == (1036, 1036)
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_frames_shrink_like_torchvision_tensor_resize(predictor, antialias):
+    """Default: no antialiasing, as the official pinned torchvision 0.15 (option: antialias)."""
+    from torchvision.transforms import functional as TF
+
+    frame = np.random.default_rng(0).integers(0, 255, (72, 128, 3), dtype=np.uint8)
+    opts = {} if not antialias else {"ANTIALIAS": True}
+    vp = video_predictor(predictor, **opts)
+    prepared = vp._prepare(frame)
+    # Official: ToTensor, then transforms.Resize(SHORT_SIDE) on the tensor.
+    work = TF.resize(torch.from_numpy(frame).permute(2, 0, 1).float() / 255, [40],
+                     antialias=antialias)
+    assert prepared.work_size == tuple(work.shape[-2:]) == (40, 71)
+    expected = torch.nn.functional.interpolate(work[None] * 255, size=(63, 112),
+                                               mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(prepared.image, expected, rtol=0, atol=1e-3)
+    if antialias:
+        assert not torch.allclose(prepared.image, video_predictor(predictor)._prepare(frame).image)
+
+
+def test_ground_truth_masks_follow_the_official_mask_sizes(predictor):
+    # 25 x 29 frames at SHORT_SIDE 50: image 50 x 58 -> 96 x 112, GT mask 50 x 57 -> 98 x 112.
+    frames, labels = moving_squares(4, num_objects=2, h=25, w=29, seed=4)
+    vp = video_predictor(predictor, SHORT_SIDE=50)
+    prepared = vp._prepare(frames[0])
+    assert prepared.work_size == (50, 58) and prepared.content_size == (96, 112)
+    assert tuple(vp._model_mask(labels[0] == 1, prepared).shape) == (98, 112)
+    results = track(vp, frames, labels[0])  # GT and predicted masks of a frame pool together
+    assert all(r.labels.shape == (25, 29) for r in results)
+    assert sorted(results[-1].masks) == [1, 2]
 
 
 def test_vit_runs_once_per_frame(predictor):
