@@ -33,6 +33,7 @@ from sine.data.datasets.common import datasets_root
 from sine.data.fss_episodes import (
     SYNTHETIC_FSS_EPISODES,
     FSSEpisodeMapper,
+    dump_episodes,
     register_synthetic_fss_episodes,
 )
 from sine.engine.predictor import build_in_context_model
@@ -62,6 +63,9 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="folder of the results and checkpoints")
     parser.add_argument("--checkpoint-period", type=int, default=50,
                         help="save the per-episode counts every N episodes")
+    parser.add_argument("--dump-episodes", metavar="FILE", default=None,
+                        help="write the episodes of the selected folds (JSON: class id, query "
+                             "and support files) to FILE and exit without evaluating")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -97,10 +101,11 @@ def register_folds(args, cfg):
 
         register_synthetic(datasets_root())
         num = SYNTHETIC_FSS_EPISODES if args.num_episodes is None else args.num_episodes
-        return [(0, register_synthetic_fss_episodes(num, seed, shots=(shots,))[0])]
+        return [(0, register_synthetic_fss_episodes(num, seed, shots=(shots,),
+                                                    sampler=cfg.TEST.FSS.SAMPLER)[0])]
     return [
         (f, register_fss_benchmark(args.benchmark, f, shots, num_episodes=args.num_episodes,
-                                   seed=seed))
+                                   seed=seed, sampler=cfg.TEST.FSS.SAMPLER))
         for f in parse_folds(args)
     ]
 
@@ -110,7 +115,7 @@ def run_settings(cfg, name):
     """What must match for saved episode counts to be reused."""
     meta = MetadataCatalog.get(name)
     return {
-        "dataset": name, "shots": meta.shots, "seed": meta.seed,
+        "dataset": name, "shots": meta.shots, "seed": meta.seed, "sampler": meta.sampler,
         "num_episodes": meta.get("num_episodes", None),
         "threshold": cfg.MODEL.SINE.TEST.SEM_SEG_THRESH, "image_size": cfg.TEST.FSS.IMAGE_SIZE,
         **model_identity(cfg),
@@ -203,6 +208,10 @@ def main(argv=None, on_episode=None):
     args = parse_args(argv)
     cfg = setup_cfg(args)
     names = register_folds(args, cfg)
+    if args.dump_episodes:
+        dump_episodes([name for _, name in names], args.dump_episodes)
+        print(f"episodes of {', '.join(n for _, n in names)} written to {args.dump_episodes}")
+        return None
     get_model = functools.cache(lambda: build_in_context_model(cfg))
     fold_results = {}
     for fold, name in names:

@@ -134,6 +134,10 @@ def add_sine_config(cfg):
     cfg.TEST.FSS.IMAGE_SIZE = 518
     cfg.TEST.FSS.SHOTS = 1
     cfg.TEST.FSS.SEED = 0
+    # Episode draws (sine/data/fss_episodes.py): "official" reproduces the official episode
+    # sequences (spec §7.1; legacy numpy generator, seed 0 = the paper's episodes); "balanced"
+    # draws by the same rules from np.random.default_rng and skips classes with one image.
+    cfg.TEST.FSS.SAMPLER = "official"
 
     # ---------------------------------------------------------------- few-shot instance eval
     cfg.TEST.FSOD = CN()
