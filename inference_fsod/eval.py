@@ -131,7 +131,8 @@ class FSODRun:
             self.model, self.cfg, ref_name, self.cache_dir, self.fsod.REF_BATCH_SIZE
         )
         loader = build_detection_test_loader(
-            self._test_records, mapper=FSODTestMapper(self.cfg.MODEL.SINE.PAD_SIZE),
+            self._test_records,
+            mapper=FSODTestMapper(self.cfg.MODEL.SINE.PAD_SIZE, self.cfg.INPUT.FORMAT),
             num_workers=self.cfg.DATALOADER.NUM_WORKERS,
         )
         seed_dir = os.path.dirname(self.metrics_path(seed))
