@@ -52,7 +52,8 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="results folder")
     parser.add_argument("--videos", nargs="+", default=None, help="only these videos")
     parser.add_argument("--all-frames", action="store_true",
-                        help="YouTube-VOS: process every frame (results still for annotated ones)")
+                        help="YouTube-VOS: process every frame (results still for annotated ones); "
+                             "same as TEST.VOS.ALL_FRAMES True")
     parser.add_argument("--no-eval", action="store_true", help="skip the J&F evaluation")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
@@ -132,6 +133,7 @@ def main(argv=None):
     """Run the CLI; returns the summary (also ``<output>/jf_results.json`` when evaluated)."""
     args = parse_args(argv)
     cfg = setup_cfg(args)
+    args.all_frames = args.all_frames or cfg.TEST.VOS.ALL_FRAMES
     reader = build_reader(args)
     youtube = isinstance(reader, YouTubeVOSReader)
     settings = {"dataset": args.dataset, "split": reader.split, "all_frames": args.all_frames,

@@ -113,6 +113,16 @@ def add_sine_config(cfg):
     cfg.MODEL.SINE.VOS.CACHE_FEATURES = True
     cfg.MODEL.SINE.VOS.AMP = True  # fp16 autocast on CUDA, as the official eval; never on CPU
     cfg.MODEL.SINE.VOS.ENCODE_CHUNK = 4  # memory frames per encoder batch when re-encoding
+    # Flip test-time augmentation: every frame is also segmented mirrored (same memory); per
+    # object the higher-scoring of the two predictions (mirrored one flipped back) is kept.
+    # Not used by the official scripts.
+    cfg.MODEL.SINE.VOS.FLIP_TTA = False
+
+    # ---------------------------------------------------------------- VOS benchmark reading
+    cfg.TEST.VOS = CN()
+    # YouTube-VOS: segment every frame (all_frames/<split>_all_frames), results still written for
+    # the annotated (every 5th) frames only. Officially off: only annotated frames are processed.
+    cfg.TEST.VOS.ALL_FRAMES = False
 
     # ---------------------------------------------------------------- data
     cfg.INPUT.IMAGE_SIZE = 896  # LSJ target size

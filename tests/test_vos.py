@@ -216,6 +216,40 @@ def test_memory_bounded_and_objects_added_later(predictor):
         vp.start(frames[0], np.zeros((48, 64), np.uint8))
 
 
+def test_flip_tta_keeps_the_better_of_the_frame_and_its_mirror(predictor):
+    frames, labels = moving_squares(4, seed=9)
+    calls = []
+    hook = predictor.model.image_encoder.encoder.register_forward_hook(
+        lambda module, inputs, output: calls.append(inputs[0].detach().clone()))
+    tta_vp, plain_vp = video_predictor(predictor, FLIP_TTA=True), video_predictor(predictor)
+    try:
+        tta = tta_vp.start(frames[0], labels[0])
+        tta_scores = dict(tta_vp.last_scores)
+        plain = plain_vp.start(frames[0], labels[0])
+    finally:
+        hook.remove()
+    assert [c.shape[0] for c in calls] == [2, 1]  # the frame and its mirror in one batch
+    content = calls[0][:, :, :84, :112]  # 48 x 64 -> 40 x 53 -> 84 x 112, padded to 112
+    torch.testing.assert_close(content[1], content[0].flip(-1))
+    for obj_id in (1, 2, 3):
+        assert tta_scores[obj_id] >= plain_vp.last_scores[obj_id]
+        if not np.array_equal(tta.masks[obj_id], plain.masks[obj_id]):
+            assert tta_scores[obj_id] > plain_vp.last_scores[obj_id]
+    results = track(video_predictor(predictor, FLIP_TTA=True), frames, labels[0])
+    assert all(r.labels.shape == (48, 64) for r in results)
+
+
+def test_flip_tta_merge_flips_the_mirrored_mask_back():
+    frame_mask = torch.zeros(2, 4, dtype=torch.bool)
+    mirrored = torch.zeros(2, 4, dtype=torch.bool)
+    mirrored[:, 0] = True  # on the mirrored frame: the left column
+    masks, scores = {1: frame_mask.clone(), 2: frame_mask.clone()}, {1: 0.2, 2: 0.9}
+    VideoPredictor._merge_mirrored(masks, scores, {1: mirrored, 2: mirrored}, {1: 0.5, 2: 0.5})
+    assert scores == {1: 0.5, 2: 0.9}
+    assert masks[1][:, 3].all() and masks[1].sum() == 2  # the right column of the frame
+    assert not masks[2].any()
+
+
 def test_empty_video_errors_clearly(tmp_path):
     (tmp_path / "frames").mkdir()
     with pytest.raises(ValueError, match="no frames"):
@@ -322,6 +356,33 @@ def test_run_vos_youtube_objects_appear_later(tmp_path):
 
     with zipfile.ZipFile(summary["submission"]) as z:
         assert sorted(z.namelist()) == [f"Annotations/vid1/{n}.png" for n in names]
+
+
+@pytest.mark.parametrize("all_frames", ["config", "flag", None])
+def test_run_vos_youtube_all_frames_mode(tmp_path, all_frames):
+    root, out = tmp_path / "YouTube", tmp_path / "out"
+    frames, labels = moving_squares(11, 1, seed=8)
+    annotated = ["00000", "00005", "00010"]
+    for sub, folder in (("JPEGImages", root / "valid" / "JPEGImages" / "vid1"),
+                        ("all", root / "all_frames" / "valid_all_frames" / "JPEGImages" / "vid1")):
+        folder.mkdir(parents=True)
+        for t, frame in enumerate(frames):
+            if sub == "all" or f"{t:05d}" in annotated:
+                Image.fromarray(frame).save(folder / f"{t:05d}.jpg")
+    (root / "valid" / "Annotations" / "vid1").mkdir(parents=True)
+    first = Image.fromarray(labels[0])
+    first.putpalette(davis_palette())
+    first.save(root / "valid" / "Annotations" / "vid1" / "00000.png")
+    extra = {"config": ["TEST.VOS.ALL_FRAMES", "True"], "flag": ["--all-frames"], None: []}
+    argv = run_vos_args("ytvos18", root, out)
+    argv = argv[:-len(TINY)] + (extra[all_frames] if all_frames == "flag" else []) + TINY + \
+        (extra[all_frames] if all_frames == "config" else [])
+    run_vos.main(argv)
+    with open(out / ".done" / "vid1.json") as f:
+        processed = json.load(f)["frames"]
+    assert processed == (3 if all_frames is None else 11)
+    results = sorted(os.listdir(out / "Annotations" / "vid1"))
+    assert results == [f"{n}.png" for n in annotated]  # results for the annotated frames only
 
 
 def test_demo_video_writes_an_overlay_mp4(tmp_path):

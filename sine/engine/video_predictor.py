@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..modeling.in_context import Features, ImageGeometry, concat_features
+from ..modeling.in_context import Features, ImageGeometry, concat_features, select_features
 from .memory_bank import MemoryBank, merge_object_masks
 from .predictor import InContextPredictor, pad_masks, read_rgb, to_mask_array
 
@@ -242,6 +242,7 @@ class VideoPredictor:
         self.cache_features = vos.CACHE_FEATURES
         self.use_amp = vos.AMP
         self.encode_chunk = max(1, vos.ENCODE_CHUNK)
+        self.flip_tta = vos.FLIP_TTA
         self._bank_args = MemoryBank.from_config(predictor.cfg)
         self.reset()
 
@@ -305,13 +306,19 @@ class VideoPredictor:
             return FrameResult({}, np.zeros(image.shape[:2], np.uint8))
         prepared = self._prepare(image)
         with self._autocast():
-            tar_feat = self._encode([prepared.image])
+            # Flip test-time augmentation: the mirrored frame is encoded in the same batch.
+            tar_feats = self._encode([prepared.image] + ([prepared.image.flip(-1)]
+                                                         if self.flip_tta else []))
+            # A copy under TTA: the memory must not keep the mirrored frame's features alive.
+            tar_feat = select_features(tar_feats, [0]) if self.flip_tta else tar_feats
             record = _FrameRecord(frame_id, tar_feat if self.cache_features else None,
                                   None if self.cache_features else prepared.image)
             for obj_id, mask in new.items():
                 self.bank.add_object(obj_id, frame_id, (record, self._model_mask(mask, prepared)))
-            result = self._segment(tar_feat, prepared)
-        masks, scores = self._object_masks(result, prepared)
+            results = self._segment(tar_feats, prepared)
+        masks, scores = self._object_masks(results[0], prepared)
+        if self.flip_tta:
+            self._merge_mirrored(masks, scores, *self._object_masks(results[1], prepared))
         for obj_id in self.bank.object_ids:
             mask = _resize_mask(masks[obj_id], prepared.content_size)
             self.bank.push(obj_id, frame_id, (record, mask), scores[obj_id])
@@ -414,15 +421,27 @@ class VideoPredictor:
             ref_labels.append(torch.tensor(ids, dtype=torch.int64, device=self.device))
         return feats, ref_masks, ref_labels
 
-    def _segment(self, tar_feat: Features, prepared: _PreparedFrame):
-        """ID results (spec §5.3) of the target against every memory frame of every object,
-        at the work size: one token per object ("vos" pooling), whose id is the object id."""
+    def _segment(self, tar_feats: Features, prepared: _PreparedFrame):
+        """ID results (spec §5.3) of each target of ``tar_feats`` (the frame, then its mirror
+        under flip test-time augmentation) against every memory frame of every object, at the
+        work size: one token per object ("vos" pooling), whose id is the object id."""
         feats, ref_masks, ref_labels = self._references()
         tokens = self.model.reference_tokens(feats, ref_masks, ref_labels, ref_labels,
                                              pooling=self.pooling)
         size = self.pad_size
         geometry = ImageGeometry((size, size), prepared.content_size, prepared.work_size)
-        return self.model.segment(tar_feat, tokens, geometry, outputs={"id"})["id"]
+        n = next(iter(tar_feats.values())).shape[0]
+        return [self.model.segment(select_features(tar_feats, i), tokens, geometry,
+                                   outputs={"id"})["id"] for i in range(n)]
+
+    @staticmethod
+    def _merge_mirrored(masks, scores, mirrored_masks, mirrored_scores):
+        """Flip test-time augmentation: per object, the mirrored frame's prediction (flipped
+        back) replaces the frame's where its score is higher (the surface returns binary
+        masks and scores, so the two are combined at that level)."""
+        for obj_id, score in mirrored_scores.items():
+            if score > scores[obj_id]:
+                masks[obj_id], scores[obj_id] = mirrored_masks[obj_id].flip(-1), score
 
     def _object_masks(self, result, prepared: _PreparedFrame):
         """ID ``Instances`` -> ({id: (h, w) bool}, {id: score}) for every tracked object."""
