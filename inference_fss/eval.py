@@ -41,6 +41,7 @@ from sine.evaluation.fss_evaluation import FSSEvaluator
 from sine.evaluation.resume import RunRecords, model_identity
 from sine.evaluation.suite_setup import setup_suite
 from sine.utils.io import atomic_write_json
+from sine.utils.throughput import Throughput
 
 logger = logging.getLogger("inference_fss.eval")
 
@@ -122,7 +123,8 @@ def run_settings(cfg, name):
     }
 
 
-def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episode=None):
+def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episode=None,
+                  throughput=None):
     """Evaluate (or finish evaluating) the episodes of dataset ``name``.
 
     Args:
@@ -130,6 +132,7 @@ def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episo
             episodes have been read (missing data fails before a large model is built) and
             some episode remains to be computed.
         on_episode: optional ``(dataset name, episode id) -> None`` called after each episode.
+        throughput: optional :class:`Throughput` counting the episodes computed and their time.
     Returns:
         dict with "settings", "episodes" (count), "scores" (mIoU, FB-IoU, IoU-<class>).
     """
@@ -155,7 +158,7 @@ def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episo
 
     try:
         _run_episodes(cfg, get_model, todo, evaluator, save, checkpoint_period, on_episode, name,
-                      len(episodes))
+                      len(episodes), throughput or Throughput("episodes"))
     finally:
         if evaluator.num_episodes:
             save()
@@ -164,18 +167,20 @@ def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episo
     return {"settings": records.settings, **result}
 
 
-def _run_episodes(cfg, get_model, todo, evaluator, save, period, on_episode, name, total):
+def _run_episodes(cfg, get_model, todo, evaluator, save, period, on_episode, name, total,
+                  throughput):
     if not todo:
         return
     model = get_model()
     loader = build_detection_test_loader(todo, mapper=FSSEpisodeMapper(cfg),
                                          num_workers=cfg.DATALOADER.NUM_WORKERS)
     with torch.no_grad(), tqdm(total=total, initial=total - len(todo), desc=name,
-                               dynamic_ncols=True) as bar:
+                               dynamic_ncols=True) as bar, throughput.measure():
         for i, batch in enumerate(loader, 1):
             # Only the semantic map is evaluated; other outputs would only cost post-processing.
             evaluator.process(batch, model.segment_batch(batch, outputs={"sem_seg"}))
             bar.update(len(batch))
+            throughput.add(len(batch))
             if i % period == 0:
                 save()
             if on_episode is not None:
@@ -214,20 +219,24 @@ def main(argv=None, on_episode=None):
         return None
     get_model = functools.cache(lambda: build_in_context_model(cfg))
     fold_results = {}
+    throughput = Throughput("episodes")
     for fold, name in names:
         fold_dir = os.path.join(args.output, name)
         fold_results[fold] = evaluate_fold(cfg, get_model, name, fold_dir,
-                                           args.checkpoint_period, on_episode)
+                                           args.checkpoint_period, on_episode, throughput)
     folds, mean = summarize(fold_results)
     shots = cfg.TEST.FSS.SHOTS
     summary = {
         "benchmark": args.benchmark, "shots": shots, "seed": cfg.TEST.FSS.SEED,
-        "config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS,
-        "threshold": cfg.MODEL.SINE.TEST.SEM_SEG_THRESH, "folds": folds, "mean": mean,
+        "sampler": cfg.TEST.FSS.SAMPLER, "config_file": args.config_file,
+        "weights": cfg.MODEL.WEIGHTS, "threshold": cfg.MODEL.SINE.TEST.SEM_SEG_THRESH,
+        "folds": folds, "mean": mean,
     }
+    summary["throughput"] = throughput.as_dict()  # of this run (resumed episodes not counted)
     atomic_write_json(os.path.join(args.output, f"fss_{args.benchmark}_{shots}shot.json"), summary)
     title = f"FSS {args.benchmark} {shots}-shot (seed {cfg.TEST.FSS.SEED})"
     print(format_table(title, folds, mean))
+    print(throughput)
     return summary
 
 

@@ -30,6 +30,7 @@ from sine.evaluation.davis_metrics import DAVISEvaluation
 from sine.evaluation.resume import model_identity
 from sine.evaluation.suite_setup import setup_suite
 from sine.utils.io import atomic_write_json
+from sine.utils.throughput import Throughput
 
 logger = logging.getLogger("inference_vos.run_vos")
 
@@ -146,6 +147,7 @@ def main(argv=None):
         "weights": cfg.MODEL.WEIGHTS, "videos": len(reader.videos), "processed": done,
         "skipped": skipped, "fps": frames / seconds if seconds else None,
     }
+    throughput = Throughput("frames", frames, seconds)  # videos of this run, writing included
     if youtube:
         summary["submission"] = writer.submission_zip()
         logger.info("YouTube-VOS submission: %s", summary["submission"])
@@ -155,6 +157,7 @@ def main(argv=None):
             summary.update(scores)
             atomic_write_json(os.path.join(args.output, "jf_results.json"), summary)
             print(format_table(f"{args.dataset} {reader.split} (percent)", scores["global"]))
+    print(throughput)
     return summary
 
 

@@ -387,6 +387,8 @@ def test_cli_end_to_end_with_cache_reuse_and_resume(synthetic_root, tiny_model, 
 
     printed = capsys.readouterr().out
     assert "synthetic, 1-shot" in printed and "mean ± std over seeds [0, 1]" in printed
+    n_test = len(DatasetCatalog.get("synthetic_fsod_test_novel"))
+    assert f"images/s ({2 * n_test} images in" in printed  # both seeds' test images
     run_dir = os.path.join(out, "synthetic_1shot")
     metrics = {}
     for seed in (0, 1):

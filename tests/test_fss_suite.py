@@ -543,12 +543,14 @@ def test_cli_writes_table_and_json(synthetic_root, tmp_path, capsys):
     summary = _cli(tmp_path / "out")
     table = capsys.readouterr().out
     assert "FSS synthetic 2-shot" in table and "mean" in table and "mIoU" in table
+    assert "episodes/s (8 episodes in" in table  # throughput of the run, at the end
     with open(tmp_path / "out" / "fss_synthetic_2shot.json") as f:
         saved = json.load(f)
     assert saved == json.loads(json.dumps(summary))
     fold = saved["folds"]["0"]
     assert fold["dataset"] == "synthetic_fss_novel_2shot" and fold["episodes"] == 8
     assert 0 <= fold["mIoU"] <= 100 and saved["mean"]["mIoU"] == fold["mIoU"]
+    assert saved["throughput"]["episodes"] == 8 and saved["throughput"]["episodes_per_s"] > 0
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_root, tmp_path):
@@ -569,6 +571,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_root
     resumed = _cli(tmp_path / "resumed", on_episode=lambda name, e: computed.append(e))
     assert sorted(seen + computed) == list(range(8)) and not set(seen) & set(computed)
     assert resumed["folds"] == reference["folds"] and resumed["mean"] == reference["mean"]
+    assert resumed["throughput"]["episodes"] == len(computed)  # finished episodes not counted
 
     again = []
     _cli(tmp_path / "resumed", on_episode=lambda name, e: again.append(e))

@@ -307,11 +307,12 @@ def run_vos_args(dataset, root, output, *extra):
             dataset, "--root", str(root), "--output", str(output), *extra, *TINY]
 
 
-def test_run_vos_davis_writes_results_evaluates_and_resumes(tmp_path):
+def test_run_vos_davis_writes_results_evaluates_and_resumes(tmp_path, capsys):
     root, out = tmp_path / "davis", tmp_path / "out"
     write_davis_tree(str(root), {"clipA": moving_squares(5, 2, seed=3),
                                  "clipB": moving_squares(5, 3, seed=4)})
     summary = run_vos.main(run_vos_args("davis17", root, out))
+    assert "frames/s (10 frames in" in capsys.readouterr().out
     assert summary["processed"] == ["clipA", "clipB"] and summary["skipped"] == []
     for video in ("clipA", "clipB"):
         pngs = sorted(os.listdir(out / video))
