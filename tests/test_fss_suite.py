@@ -447,7 +447,6 @@ def test_fss1000_official_episode_sequence(tmp_path, registered, shots):
 def test_cli_dumps_the_official_episodes(tmp_path, registered, monkeypatch):
     pkl = _make_official_coco(tmp_path)
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
-    monkeypatch.setattr(fss_eval, "setup_logger", lambda *a, **k: None)
     dump = tmp_path / "episodes.json"
     fss_eval.main(["--config-file", "configs/fss/coco20i_1shot.yaml", "--benchmark", "coco",
                    "--num-episodes", "5", "--output", str(tmp_path / "out"),
@@ -594,3 +593,28 @@ def test_cli_segments_through_the_model_surface_asking_only_the_semantic_map(
     monkeypatch.setattr(SINE, "segment", spy)
     _cli(tmp_path / "out", "--num-episodes", "3")
     assert asked == [frozenset({"sem_seg"})] * 3
+
+
+def test_two_processes_give_the_metrics_of_one_and_resume_per_shard(synthetic_root, tmp_path):
+    torch.manual_seed(0)
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    cfg.merge_from_list(TINY)
+    weights = str(tmp_path / "tiny.pth")  # spawned processes must build the same model
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    one = _cli(tmp_path / "one", "MODEL.WEIGHTS", weights)
+    two = _cli(tmp_path / "two", "--num-gpus", "2", "MODEL.WEIGHTS", weights)  # gloo on CPU
+    assert two["folds"] == one["folds"] and two["mean"] == one["mean"]
+    fold_dir = tmp_path / "two" / "synthetic_fss_novel_2shot"
+    shards = [json.load(open(fold_dir / f))["episodes"]
+              for f in ("episodes.json", "episodes.rank1.json")]
+    assert sorted(int(e) for s in shards for e in s) == list(range(8))  # one shard each
+    assert all(shards) and not set(shards[0]) & set(shards[1])
+    # Resume: lose the results and one shard's progress; one process redoes only that shard.
+    os.remove(fold_dir / "results.json")
+    os.remove(fold_dir / "episodes.rank1.json")
+    computed = []
+    again = _cli(tmp_path / "two", "MODEL.WEIGHTS", weights,
+                 on_episode=lambda name, e: computed.append(e))
+    assert sorted(computed) == sorted(int(e) for e in shards[1])
+    assert again["folds"] == one["folds"]
