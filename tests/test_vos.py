@@ -334,6 +334,31 @@ def test_run_vos_davis_writes_results_evaluates_and_resumes(tmp_path, capsys):
         run_vos.main(run_vos_args("davis17", root, out, "MODEL.SINE.VOS.MEMORY_LEN", "3"))
 
 
+def test_run_vos_two_processes_match_one_and_resume_per_video(tmp_path):
+    root = tmp_path / "davis"
+    write_davis_tree(str(root), {"clipA": moving_squares(4, 2, seed=3),
+                                 "clipB": moving_squares(4, 1, seed=4),
+                                 "clipC": moving_squares(4, 2, seed=5)})
+    torch.manual_seed(0)
+    weights = str(tmp_path / "tiny.pth")  # spawned processes must build the same model
+    torch.save({"model": SinePredictor(get_sine_cfg(opts=TINY)).model.state_dict()}, weights)
+    one = run_vos.main(run_vos_args("davis17", root, tmp_path / "one", "MODEL.WEIGHTS",
+                                    weights))
+    two = run_vos.main(run_vos_args("davis17", root, tmp_path / "two", "--num-gpus", "2",
+                                    "MODEL.WEIGHTS", weights))  # gloo on CPU
+    assert two["processed"] == one["processed"] == ["clipA", "clipB", "clipC"]
+    assert two["global"] == one["global"] and two["per_object"] == one["per_object"]
+    for video in ("clipA", "clipB", "clipC"):
+        for png in sorted(os.listdir(tmp_path / "one" / video)):
+            a = np.array(Image.open(tmp_path / "one" / video / png))
+            np.testing.assert_array_equal(a, np.array(Image.open(tmp_path / "two" / video / png)))
+    os.remove(tmp_path / "two" / ".done" / "clipB.json")  # as if its process had been killed
+    again = run_vos.main(run_vos_args("davis17", root, tmp_path / "two", "--num-gpus", "2",
+                                      "MODEL.WEIGHTS", weights))
+    assert again["processed"] == ["clipB"] and again["skipped"] == ["clipA", "clipC"]
+    assert again["global"] == one["global"]
+
+
 def test_run_vos_youtube_objects_appear_later(tmp_path):
     root, out = tmp_path / "YouTube", tmp_path / "out"
     frames, labels = moving_squares(3, 2, seed=5)
