@@ -3,7 +3,11 @@
 Official test augmentation: ``ResizeShortestEdge(896, max_size=896)`` (PIL bilinear), i.e. the
 longer side becomes the pad size, for references and test images alike. Reference masks are
 rasterised at the resized size (polygons) or resized with the image (RLE), as detectron2's
-mappers do.
+mappers do; empty reference masks are kept (official, spec §2.4).
+
+Channel order: ``INPUT.FORMAT``. The official FSOD mapper reads detectron2's default "BGR" and
+the model normalises that array with the RGB ImageNet mean/std (spec §7.2), so the paper
+configs (configs/fsod/*.yaml) set "BGR"; "RGB" is what SINE was trained on.
 """
 from typing import Dict, List, Tuple
 
@@ -12,7 +16,19 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-__all__ = ["FSODTestMapper", "group_references_by_image", "read_reference_image"]
+__all__ = ["FSODTestMapper", "IMAGE_FORMATS", "group_references_by_image", "read_reference_image"]
+
+IMAGE_FORMATS = ("RGB", "BGR")
+
+
+def _read(record: Dict, image_format: str) -> np.ndarray:
+    """(H, W, 3) uint8 in ``image_format`` channel order."""
+    if image_format not in IMAGE_FORMATS:
+        raise ValueError(f"INPUT.FORMAT must be one of {IMAGE_FORMATS} for FSOD, got "
+                         f"{image_format!r}")
+    image = utils.read_image(record["file_name"], format=image_format)
+    utils.check_image_size(record, image)
+    return image
 
 
 def _resize(image: np.ndarray, size: int) -> Tuple[np.ndarray, T.Transform]:
@@ -29,21 +45,22 @@ def _to_chw_tensor(image: np.ndarray) -> torch.Tensor:
 class FSODTestMapper:
     """Test record -> model input: resized uint8 image plus the size to predict at."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int, image_format: str = "RGB"):
         """
         Args:
             size: longer side after resizing (``MODEL.SINE.PAD_SIZE``; 896 officially).
+            image_format: channel order fed to the model (``INPUT.FORMAT``; "BGR" officially).
         """
         self.size = size
+        self.image_format = image_format
 
     def __call__(self, record: Dict) -> Dict:
         """
         Returns:
-            dict with "image" uint8 (3, h, w) RGB, "height"/"width" (original size, where the
-            results are produced), "image_id" and "file_name".
+            dict with "image" uint8 (3, h, w) in ``image_format`` order, "height"/"width"
+            (original size, where the results are produced), "image_id" and "file_name".
         """
-        image = utils.read_image(record["file_name"], format="RGB")
-        utils.check_image_size(record, image)
+        image = _read(record, self.image_format)
         resized, _ = _resize(image, self.size)
         return {
             "image": _to_chw_tensor(resized),
@@ -70,23 +87,22 @@ def group_references_by_image(records: List[Dict]) -> List[Dict]:
 
 
 def read_reference_image(
-    record: Dict, size: int
+    record: Dict, size: int, image_format: str = "RGB"
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Read a reference record, resize it like the test images and rasterise its masks.
 
     Returns:
-        image uint8 (3, h, w), masks (n, h, w) bool, labels (n,) int64 (contiguous class ids).
-        Masks that vanish at the resized size are dropped.
+        image uint8 (3, h, w) in ``image_format`` order, masks (n, h, w) bool, labels (n,) int64
+        (contiguous class ids), one per annotation. Empty masks (e.g. a polygon that vanishes
+        at the resized size) are kept: officially the mapper's ``filter_empty_instances``
+        result is discarded, an empty mask adds nothing to its class's prototype.
     """
-    image = utils.read_image(record["file_name"], format="RGB")
-    utils.check_image_size(record, image)
+    image = _read(record, image_format)
     resized, transform = _resize(image, size)
     hw = resized.shape[:2]
     # transform_instance_annotations edits its argument: give it copies.
     annos = [utils.transform_instance_annotations(dict(a), [transform], hw)
              for a in record["annotations"]]
     instances = utils.annotations_to_instances(annos, hw, mask_format="bitmask")
-    masks = instances.gt_masks.tensor.bool()
-    labels = instances.gt_classes.long()
-    keep = masks.flatten(1).any(dim=1)
-    return _to_chw_tensor(resized), masks[keep], labels[keep]
+    return (_to_chw_tensor(resized), instances.gt_masks.tensor.bool(),
+            instances.gt_classes.long())

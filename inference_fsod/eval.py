@@ -23,6 +23,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_tes
 from detectron2.engine import launch
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
+from tqdm import tqdm
 
 from inference_fsod.data import FSODTestMapper
 from inference_fsod.evaluation import NovelClassCOCOEvaluator, summarize_seeds, summary_table
@@ -34,6 +35,7 @@ from sine.engine.predictor import build_in_context_model
 from sine.evaluation.resume import RunRecords
 from sine.evaluation.suite_setup import setup_suite
 from sine.utils.io import atomic_write_json
+from sine.utils.throughput import Throughput
 
 logger = logging.getLogger("inference_fsod")
 
@@ -101,6 +103,7 @@ class FSODRun:
         self.run_dir = os.path.join(cfg.OUTPUT_DIR, f"{self.fsod.BENCHMARK}_{self.fsod.SHOTS}shot")
         self._model = None
         self._test_records = None
+        self.throughput = Throughput("images")  # test images decoded in this run
 
     def model(self):
         """The model, built on first use (only if some seed has to run)."""
@@ -131,13 +134,18 @@ class FSODRun:
             self.model, self.cfg, ref_name, self.cache_dir, self.fsod.REF_BATCH_SIZE
         )
         loader = build_detection_test_loader(
-            self._test_records, mapper=FSODTestMapper(self.cfg.MODEL.SINE.PAD_SIZE),
+            self._test_records,
+            mapper=FSODTestMapper(self.cfg.MODEL.SINE.PAD_SIZE, self.cfg.INPUT.FORMAT),
             num_workers=self.cfg.DATALOADER.NUM_WORKERS,
         )
         seed_dir = os.path.dirname(self.metrics_path(seed))
         evaluator = NovelClassCOCOEvaluator(test_name, output_dir=seed_dir)
         model = PrototypeInstanceSegmenter(self.model(), tokens)
-        results = inference_on_dataset(model, loader, evaluator)
+        progress = tqdm(loader, desc=f"seed {seed}", disable=not comm.is_main_process(),
+                        dynamic_ncols=True)
+        with self.throughput.measure():
+            results = inference_on_dataset(model, progress, evaluator)
+        self.throughput.add(len(self._test_records))
         if comm.is_main_process():
             self.records(seed).save(self.metrics_path(seed), {
                 "references": ref_name,
@@ -185,6 +193,7 @@ def main(args):
         "summary": summary, "per_seed": {str(s): r for s, r in per_seed.items()},
     })
     print(table)
+    print(fsod_run.throughput)
     return summary
 
 

@@ -19,7 +19,12 @@ from detectron2.utils import comm
 
 from sine.engine.predictor import pad_masks
 from sine.evaluation.resume import model_identity
-from sine.modeling.in_context import InContextSegmenter, ReferenceTokens, concat_features
+from sine.modeling.in_context import (
+    InContextSegmenter,
+    ReferenceTokens,
+    concat_features,
+    select_features,
+)
 from sine.utils.io import atomic_write
 
 from .data import group_references_by_image, read_reference_image
@@ -36,6 +41,7 @@ def prototype_cache_key(cfg, dataset_name: str) -> Dict:
         "references": dataset_name,
         "shots": meta.get("shot"),
         "seed": meta.get("fewshot_seed"),
+        "input_format": cfg.INPUT.FORMAT,  # BGR (official) and RGB give other prototypes
         **model_identity(cfg),
     }
 
@@ -48,18 +54,23 @@ def _cache_path(cache_dir: str, key: Dict) -> str:
 @torch.no_grad()
 def compute_prototypes(
     model: InContextSegmenter, records: List[Dict], batch_size: int = 4,
-    class_names: Optional[List[str]] = None,
+    class_names: Optional[List[str]] = None, image_format: str = "RGB",
 ) -> ReferenceTokens:
     """Encode every reference image once and pool the reference tokens of all of them.
 
-    The features of every reference are kept until the one pooling (what ``encode`` returns;
-    for SINE the (C, S/14, S/14) neck features, 4 MiB per image at 896).
+    As officially, every annotation is one reference (its image's features and its mask), in
+    record order, so the "fsod" pooling orders the classes by first appearance (spec §2.4).
+    Empty masks are kept: a class whose masks are all empty gets a zero prototype and still
+    competes. An image holding several annotations is encoded once. The features are kept
+    until the one pooling (what ``encode`` returns; for SINE the (C, S/14, S/14) neck
+    features, 4 MiB per reference at 896).
 
     Args:
         model: the in-context model (its configured reference pooling; "fsod" for SINE).
         records: reference records (annotations with contiguous ``category_id``).
         batch_size: reference images per encoder batch.
         class_names: the contiguous class names; classes without a reference mask are logged.
+        image_format: channel order fed to the model (``INPUT.FORMAT``; "BGR" officially).
     Returns:
         the reference tokens, on the CPU.
     """
@@ -67,10 +78,8 @@ def compute_prototypes(
     size = model.pad_size
     features, masks, labels = [], [], []
     for start in range(0, len(groups), batch_size):
-        batch = [read_reference_image(r, size) for r in groups[start:start + batch_size]]
-        batch = [b for b in batch if len(b[1])]
-        if not batch:
-            continue
+        batch = [read_reference_image(r, size, image_format)
+                 for r in groups[start:start + batch_size]]
         images = torch.stack([model.preprocess_image(b[0], size) for b in batch])
         features.append(model.encode(images))
         masks += [pad_masks(b[1], size).to(model.device) for b in batch]
@@ -78,12 +87,31 @@ def compute_prototypes(
         logger.info("Encoded reference images %d-%d of %d", start + 1, start + len(batch),
                     len(groups))
     if not features:
-        raise ValueError("no reference image has a non-empty mask; cannot build prototypes")
-    present = set(torch.cat(labels).tolist())
-    missing = [name for c, name in enumerate(class_names or []) if c not in present]
+        raise ValueError("no reference record; cannot build prototypes")
+    # Back to one reference per annotation, in record order (group_references_by_image keeps
+    # each image's annotations in record order).
+    group_of = {g["file_name"]: i for i, g in enumerate(groups)}
+    used = [0] * len(groups)
+    image_index, ref_masks, ref_labels = [], [], []
+    for record in records:
+        g = group_of[record["file_name"]]
+        for _ in record["annotations"]:
+            j = used[g]
+            used[g] += 1
+            image_index.append(g)
+            ref_masks.append(masks[g][j:j + 1])
+            ref_labels.append(labels[g][j:j + 1])
+    with_pixels = {int(lab) for m, lab in zip(ref_masks, ref_labels) if m.any()}
+    empty = sorted({int(lab) for lab in ref_labels} - with_pixels)
+    if empty:
+        logger.warning("classes %s have only empty reference masks: zero prototypes",
+                       [class_names[c] if class_names else c for c in empty])
+    missing = [name for c, name in enumerate(class_names or [])
+               if c not in with_pixels and c not in empty]
     if missing:
         logger.warning("no reference for classes %s: they cannot be predicted", missing)
-    return model.reference_tokens(concat_features(features), masks, labels).to("cpu")
+    feats = select_features(concat_features(features), image_index)
+    return model.reference_tokens(feats, ref_masks, ref_labels).to("cpu")
 
 
 def _load(path: str, key: Dict):
@@ -117,7 +145,8 @@ def load_or_compute_prototypes(
             meta = MetadataCatalog.get(dataset_name)
             records = DatasetCatalog.get(dataset_name)
             logger.info("Computing prototypes of '%s' (%d references)", dataset_name, len(records))
-            tokens = compute_prototypes(get_model(), records, batch_size, meta.thing_classes)
+            tokens = compute_prototypes(get_model(), records, batch_size, meta.thing_classes,
+                                        cfg.INPUT.FORMAT)
             with atomic_write(path, "wb") as f:
                 torch.save({"key": key, "tokens": tokens.to_dict()}, f)
             logger.info("Saved prototypes to %s", path)

@@ -10,10 +10,12 @@ Each reader turns a benchmark's files into episodes in the format of
 
 for K in {1, 5}, with metadata ``evaluator_type="fss"``, ``fss_class_ids``, ``ignore_label``.
 
-Episodes follow the official sampling rules, but are drawn up front from
-``np.random.default_rng(seed)``: they are fully determined by the seed and do not depend on
-workers or processes. The exact official episode sequences are NOT reproduced: those depend on
-the order of the official ``np.random.choice`` calls under a global seed.
+Episodes are drawn up front, so they do not depend on workers or processes. The default
+``sampler="official"`` (``TEST.FSS.SAMPLER``) reproduces the official episode sequences exactly
+(spec §7.1: numpy's legacy generator seeded with ``seed``, one permutation per draw, supports
+redrawn while equal to the query, the benchmark's own list order and file reading); for seed 0
+these are the paper's episodes. ``sampler="balanced"`` draws by the same rules from
+``np.random.default_rng(seed)`` and reads the lists leniently (every non-empty line).
 Registration touches no file; a missing file raises ``FileNotFoundError`` naming the path and
 the datasets/README.md section when the dataset is loaded.
 """
@@ -25,8 +27,12 @@ from typing import Callable, Optional
 
 from sine.data.datasets.common import datasets_root, require_path
 from sine.data.fss_episodes import (
+    LegacyDraws,
+    check_sampler,
     class_uniform_picker,
     draw_episodes,
+    make_episode,
+    official_class_episodes,
     register_episode_dataset,
     set_fss_class_ids,
 )
@@ -45,6 +51,16 @@ __all__ = [
 FSS1000_TEST_CLASS_OFFSET = 760  # official: test classes are 760..999 of the 1000
 
 
+def _read_list(path, sampler):
+    """Lines of a split list. Official: ``f.read().split("\\n")[:-1]``, so a file without a
+    trailing newline loses its last line; balanced: every non-empty stripped line."""
+    with open(path) as f:
+        text = f.read()
+    if sampler == "official":
+        return text.split("\n")[:-1]
+    return [line.strip() for line in text.split("\n") if line.strip()]
+
+
 # ----------------------------------------------------------------------------- COCO-20i
 def coco20i_class_ids(fold):
     """The 20 test classes of COCO-20i fold ``fold``: ``fold + 4v`` (interleaved), 0-based."""
@@ -61,14 +77,20 @@ def _coco_record(base, image_name):
     }
 
 
-def load_coco20i(root, fold, shots, num_episodes, seed, name):
+def load_coco20i(root, fold, shots, num_episodes, seed, name, sampler="official"):
     """Per episode: class uniform over the fold, query uniform among its images (HSNet
-    ``splits/val/fold{f}.pkl``: class -> image names), K supports != query."""
+    ``splits/val/fold{f}.pkl``: class -> image names, in list order), K supports != query.
+    Official order: ``c = draw(fold classes)``, ``q = draw(images)``, ``supports(images, q)``
+    (the episode index is not used)."""
     base = os.path.join(root, "COCO2014")
     split = require_path(os.path.join(base, "splits", "val", f"fold{fold}.pkl"), name, "coco-20i")
     with open(split, "rb") as f:
         classwise = pickle.load(f)
     images_of = {c: list(classwise.get(c, [])) for c in coco20i_class_ids(fold)}
+    if check_sampler(sampler) == "official":
+        return official_class_episodes(num_episodes, coco20i_class_ids(fold), images_of, shots,
+                                       seed, record_of=lambda n, c: _coco_record(base, n),
+                                       where=f"dataset '{name}' ({split})")
     few = [c for c, names in images_of.items() if len(names) < 2]
     if few:
         logger.warning("%s: classes %s have fewer than 2 images and are never sampled", name, few)
@@ -82,14 +104,14 @@ def pascal5i_class_ids(fold):
     return [5 * fold + i for i in range(5)]
 
 
-def _read_pascal_list(path):
+def _read_pascal_list(path, sampler="official"):
     """HSNet list: one ``<image>__<class + 1>`` per line -> [(image, class), ...]."""
     pairs = []
-    with open(path) as f:
-        for line in f.read().split("\n"):
-            if line.strip():
-                image, cls = line.strip().rsplit("__", 1)
-                pairs.append((image, int(cls) - 1))
+    for i, line in enumerate(_read_list(path, sampler), 1):
+        image, sep, cls = line.rpartition("__")
+        if not sep or not cls.strip().isdigit():
+            raise ValueError(f"{path}, line {i}: expected '<image>__<class + 1>', got {line!r}")
+        pairs.append((image, int(cls) - 1))
     return pairs
 
 
@@ -103,17 +125,26 @@ def _pascal_record(base, image):
     }
 
 
-def load_pascal5i(root, fold, shots, num_episodes, seed, name):
+def load_pascal5i(root, fold, shots, num_episodes, seed, name, sampler="official"):
     """Episode e: query = line ``e mod len`` of HSNet ``splits/val/fold{f}.txt`` (in order), K
-    supports uniform among the other listed images of its class."""
+    supports among the listed images of its class (file order), other than the query."""
     base = os.path.join(root, "VOC2012")
     path = require_path(os.path.join(base, "splits", "val", f"fold{fold}.txt"), name, "pascal-5i")
-    pairs = _read_pascal_list(path)
+    pairs = _read_pascal_list(path, check_sampler(sampler))
     if not pairs:
         raise ValueError(f"dataset '{name}': {path} lists no image")
     images_of = {}
     for image, cls in pairs:
         images_of.setdefault(cls, []).append(image)
+    if sampler == "official":
+        draws = LegacyDraws(seed)
+        episodes = []
+        for e in range(num_episodes):
+            image, cls = pairs[e % len(pairs)]
+            supports = draws.supports(images_of[cls], image, shots)
+            episodes.append(make_episode(e, cls, _pascal_record(base, image),
+                                         [_pascal_record(base, s) for s in supports]))
+        return episodes
 
     def pick(e, rng):
         image, cls = pairs[e % len(pairs)]
@@ -131,9 +162,11 @@ def lvis92i_class_ids(annotations, fold, shots, nfolds=10):
     return [val_cat_ids[fold + nfolds * v] for v in range(len(val_cat_ids) // nfolds)]
 
 
-def load_lvis92i(root, fold, shots, num_episodes, seed, name):
+def load_lvis92i(root, fold, shots, num_episodes, seed, name, sampler="official"):
     """Episode e: class = fold class ``e mod n`` (round robin), query and K supports uniform
-    among its images; the mask is the union of the class's instances.
+    among its images (pickle order); the mask is the union of the class's instances.
+    Official order: ``q = draw(images)``, ``supports(images, q)``. ``class_id`` is the LVIS
+    category id (officially its index in the fold: the same per-class metric).
 
     ``LVIS/lvis_val.pkl``: ``{category_id: {image name (relative to LVIS/coco/):
     {"annotations": [{"segmentation": polygons | RLE}, ...]}}}`` (Matcher's release).
@@ -150,24 +183,34 @@ def load_lvis92i(root, fold, shots, num_episodes, seed, name):
     set_fss_class_ids(name, classes)
     images_of = {c: list(annotations[c]) for c in classes}
 
-    def pick(e, rng):
-        c = classes[e % len(classes)]
-        return c, images_of[c][rng.integers(len(images_of[c]))]
-
     def record_of(image, c):
         segms = [a["segmentation"] for a in annotations[c][image]["annotations"]]
         return {"file_name": os.path.join(base, "coco", image), "segmentations": segms,
                 "image_id": image}
 
+    if check_sampler(sampler) == "official":
+        draws = LegacyDraws(seed)
+        episodes = []
+        for e in range(num_episodes):
+            c = classes[e % len(classes)]
+            q = draws.draw(images_of[c])
+            supports = draws.supports(images_of[c], q, shots)
+            episodes.append(make_episode(e, c, record_of(q, c),
+                                         [record_of(s, c) for s in supports]))
+        return episodes
+
+    def pick(e, rng):
+        c = classes[e % len(classes)]
+        return c, images_of[c][rng.integers(len(images_of[c]))]
+
     return draw_episodes(num_episodes, pick, images_of, shots, seed, record_of=record_of)
 
 
 # ----------------------------------------------------------------------------- FSS-1000
-def _fss1000_images(base, name):
+def _fss1000_images(base, name, sampler="official"):
     """Sorted test classes and, in the official order, their ``.jpg`` images."""
     path = require_path(os.path.join(base, "splits", "test.txt"), name, "fss-1000")
-    with open(path) as f:
-        categories = sorted(c.strip() for c in f.read().split("\n") if c.strip())
+    categories = sorted(_read_list(path, sampler))
     images = []
     for cat in categories:
         folder = require_path(os.path.join(base, "data", cat), name, "fss-1000", kind="dir")
@@ -182,11 +225,12 @@ def _fss1000_record(image):
             "sem_seg_encoding": "binary", "image_id": image}
 
 
-def load_fss1000(root, fold, shots, num_episodes, seed, name):
+def load_fss1000(root, fold, shots, num_episodes, seed, name, sampler="official"):
     """Episode e: query = test image ``e mod #images``; K supports uniform among images 1..10 of
-    its class other than the query. ``num_episodes=None``: one episode per test image."""
+    its class other than the query (official: ``draw(range(1, 11))`` compared as file paths).
+    ``num_episodes=None``: one episode per test image."""
     base = os.path.join(root, "FSS-1000")
-    categories, images = _fss1000_images(base, name)
+    categories, images = _fss1000_images(base, name, check_sampler(sampler))
     if not images:
         raise ValueError(f"dataset '{name}': no .jpg image under {base}/data/<test classes>")
     class_of = {cat: FSS1000_TEST_CLASS_OFFSET + i for i, cat in enumerate(categories)}
@@ -201,6 +245,15 @@ def load_fss1000(root, fold, shots, num_episodes, seed, name):
         return class_of[cat], image
 
     n = len(images) if num_episodes is None else num_episodes
+    if sampler == "official":
+        draws = LegacyDraws(seed)
+        episodes = []
+        for e in range(n):
+            c, q = pick(e, None)
+            supports = draws.supports(candidates_of[c], q, shots)
+            episodes.append(make_episode(e, c, _fss1000_record(q),
+                                         [_fss1000_record(s) for s in supports]))
+        return episodes
     return draw_episodes(n, pick, candidates_of, shots, seed,
                          record_of=lambda p, c: _fss1000_record(p))
 
@@ -256,14 +309,15 @@ def _check_files(episodes, name, section):
 
 
 def register_fss_benchmark(benchmark, fold, shots, root=None, num_episodes=None, seed=0,
-                           name=None):
+                           name=None, sampler="official"):
     """(Re-)register one fold of ``benchmark`` ("coco", "pascal", "lvis", "fss1000").
 
     Args:
         root: datasets root (default ``$DETECTRON2_DATASETS``, read now).
         num_episodes: default: the official count (1000 / 1000 / 2300 / one per test image).
-        seed: seed of the episode draw.
+        seed: seed of the episode draw (official: 0).
         name: registered name (default :func:`dataset_name`).
+        sampler: "official" (the official episode sequences) or "balanced".
     Returns:
         the registered name; an earlier registration of it is replaced.
     """
@@ -273,14 +327,16 @@ def register_fss_benchmark(benchmark, fold, shots, root=None, num_episodes=None,
     root = datasets_root() if root is None else root
     name = name or dataset_name(benchmark, fold, shots)
     num_episodes = b.num_episodes if num_episodes is None else num_episodes
+    check_sampler(sampler)
 
     def load():
-        episodes = b.load(root, fold, shots, num_episodes, seed, name)
+        episodes = b.load(root, fold, shots, num_episodes, seed, name, sampler=sampler)
         return _check_files(episodes, name, b.section)
 
     register_episode_dataset(
         name, load, b.class_ids(fold) if b.class_ids else None, shots, replace=True,
         benchmark=benchmark, fold=fold, seed=int(seed), num_episodes=num_episodes,
+        sampler=sampler,
     )
     return name
 

@@ -20,26 +20,38 @@ computes only the missing episodes, and folds with a ``results.json`` are skippe
 """
 import argparse
 import functools
+import glob
+import json
 import logging
 import os
 
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.utils import comm
 from tqdm import tqdm
 
 from inference_fss.benchmarks import BENCHMARKS, register_fss_benchmark
+from sine.config import get_sine_cfg
 from sine.data.datasets.common import datasets_root
 from sine.data.fss_episodes import (
     SYNTHETIC_FSS_EPISODES,
     FSSEpisodeMapper,
+    dump_episodes,
     register_synthetic_fss_episodes,
 )
 from sine.engine.predictor import build_in_context_model
 from sine.evaluation.fss_evaluation import FSSEvaluator
 from sine.evaluation.resume import RunRecords, model_identity
-from sine.evaluation.suite_setup import setup_suite
+from sine.evaluation.suite_setup import (
+    add_launch_args,
+    gather_to_main,
+    launch_suite,
+    resolve_config_file,
+    setup_suite,
+)
 from sine.utils.io import atomic_write_json
+from sine.utils.throughput import Throughput
 
 logger = logging.getLogger("inference_fss.eval")
 
@@ -62,6 +74,10 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="folder of the results and checkpoints")
     parser.add_argument("--checkpoint-period", type=int, default=50,
                         help="save the per-episode counts every N episodes")
+    parser.add_argument("--dump-episodes", metavar="FILE", default=None,
+                        help="write the episodes of the selected folds (JSON: class id, query "
+                             "and support files) to FILE and exit without evaluating")
+    add_launch_args(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -97,10 +113,11 @@ def register_folds(args, cfg):
 
         register_synthetic(datasets_root())
         num = SYNTHETIC_FSS_EPISODES if args.num_episodes is None else args.num_episodes
-        return [(0, register_synthetic_fss_episodes(num, seed, shots=(shots,))[0])]
+        return [(0, register_synthetic_fss_episodes(num, seed, shots=(shots,),
+                                                    sampler=cfg.TEST.FSS.SAMPLER)[0])]
     return [
         (f, register_fss_benchmark(args.benchmark, f, shots, num_episodes=args.num_episodes,
-                                   seed=seed))
+                                   seed=seed, sampler=cfg.TEST.FSS.SAMPLER))
         for f in parse_folds(args)
     ]
 
@@ -110,14 +127,15 @@ def run_settings(cfg, name):
     """What must match for saved episode counts to be reused."""
     meta = MetadataCatalog.get(name)
     return {
-        "dataset": name, "shots": meta.shots, "seed": meta.seed,
+        "dataset": name, "shots": meta.shots, "seed": meta.seed, "sampler": meta.sampler,
         "num_episodes": meta.get("num_episodes", None),
         "threshold": cfg.MODEL.SINE.TEST.SEM_SEG_THRESH, "image_size": cfg.TEST.FSS.IMAGE_SIZE,
         **model_identity(cfg),
     }
 
 
-def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episode=None):
+def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episode=None,
+                  throughput=None):
     """Evaluate (or finish evaluating) the episodes of dataset ``name``.
 
     Args:
@@ -125,8 +143,17 @@ def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episo
             episodes have been read (missing data fails before a large model is built) and
             some episode remains to be computed.
         on_episode: optional ``(dataset name, episode id) -> None`` called after each episode.
+        throughput: optional :class:`Throughput` counting the episodes computed and their time.
+
+    In a multi-process run every process draws the same episodes; those not done yet are
+    sharded over the processes (detectron2's ``InferenceSampler``), each process saves its own
+    progress file (``episodes.json`` for the main one, ``episodes.rank<r>.json``), and the main
+    process gathers every episode's counts and scores the fold. A rerun, with any number of
+    processes, skips the episodes of every progress file.
+
     Returns:
-        dict with "settings", "episodes" (count), "scores" (mIoU, FB-IoU, IoU-<class>).
+        dict with "settings", "episodes" (count), "scores" (mIoU, FB-IoU, IoU-<class>); None on
+        the processes other than the main one.
     """
     records = RunRecords(run_settings(cfg, name), on_mismatch="error")
     results_path = os.path.join(fold_dir, "results.json")
@@ -135,42 +162,71 @@ def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episo
         logger.info("%s: already evaluated (%s), skipped", name, results_path)
         return finished
     episodes = DatasetCatalog.get(name)
-    evaluator = FSSEvaluator(name, threshold=cfg.MODEL.SINE.TEST.SEM_SEG_THRESH,
-                             distributed=False)
-    progress_path = os.path.join(fold_dir, "episodes.json")
-    saved = records.load(progress_path)
-    if saved is not None:
-        evaluator.load_state(saved["episodes"])
-        logger.info("%s: resuming, %d of %d episodes done", name, evaluator.num_episodes,
+    rank = comm.get_rank()
+    threshold = cfg.MODEL.SINE.TEST.SEM_SEG_THRESH
+    done = FSSEvaluator(name, threshold=threshold, distributed=False)  # every saved episode
+    for path in sorted(glob.glob(os.path.join(fold_dir, "episodes*.json"))):
+        saved = records.load(path)
+        if saved is not None:
+            _merge_state(done, saved["episodes"])
+    if done.num_episodes:
+        logger.info("%s: resuming, %d of %d episodes done", name, done.num_episodes,
                     len(episodes))
-    todo = [e for e in episodes if not evaluator.has_episode(e["episode_id"])]
+    evaluator = FSSEvaluator(name, threshold=threshold, distributed=False)  # this process's
+    progress_path = os.path.join(fold_dir, "episodes.json" if rank == 0
+                                 else f"episodes.rank{rank}.json")
+    own = records.load(progress_path)
+    if own is not None:
+        evaluator.load_state(own["episodes"])
+    todo = [e for e in episodes if not done.has_episode(e["episode_id"])]
 
     def save():  # compact: one line per episode would make LVIS' 2300 episodes a long file
         records.save(progress_path, {"episodes": evaluator.state()}, compact=True)
 
     try:
         _run_episodes(cfg, get_model, todo, evaluator, save, checkpoint_period, on_episode, name,
-                      len(episodes))
+                      len(episodes), throughput or Throughput("episodes"))
     finally:
         if evaluator.num_episodes:
             save()
-    result = {"episodes": evaluator.num_episodes, "scores": evaluator.evaluate()["fss"]}
+    states = gather_to_main(evaluator.state())
+    if states is None:
+        comm.synchronize()  # until the main process has written results.json
+        return None
+    for state in states:
+        _merge_state(done, state)
+    result = {"episodes": done.num_episodes, "scores": done.evaluate()["fss"]}
     records.save(results_path, result)
+    comm.synchronize()
     return {"settings": records.settings, **result}
 
 
-def _run_episodes(cfg, get_model, todo, evaluator, save, period, on_episode, name, total):
+def _merge_state(evaluator, state):
+    """Add the episodes of ``state`` (:meth:`FSSEvaluator.state`) that ``evaluator`` lacks."""
+    for episode_id, (class_id, inter, union) in state.items():
+        if not evaluator.has_episode(episode_id):
+            evaluator.add_episode(episode_id, class_id, inter, union)
+
+
+def _run_episodes(cfg, get_model, todo, evaluator, save, period, on_episode, name, total,
+                  throughput):
     if not todo:
         return
     model = get_model()
+    # In a multi-process run the loader's InferenceSampler gives each process its shard.
     loader = build_detection_test_loader(todo, mapper=FSSEpisodeMapper(cfg),
                                          num_workers=cfg.DATALOADER.NUM_WORKERS)
-    with torch.no_grad(), tqdm(total=total, initial=total - len(todo), desc=name,
-                               dynamic_ncols=True) as bar:
+    if comm.get_world_size() > 1:  # the main process's shard
+        bar = tqdm(total=len(loader), desc=f"{name} (process 0 of {comm.get_world_size()})",
+                   dynamic_ncols=True, disable=not comm.is_main_process())
+    else:
+        bar = tqdm(total=total, initial=total - len(todo), desc=name, dynamic_ncols=True)
+    with torch.no_grad(), bar, throughput.measure():
         for i, batch in enumerate(loader, 1):
             # Only the semantic map is evaluated; other outputs would only cost post-processing.
             evaluator.process(batch, model.segment_batch(batch, outputs={"sem_seg"}))
             bar.update(len(batch))
+            throughput.add(len(batch))
             if i % period == 0:
                 save()
             if on_episode is not None:
@@ -199,26 +255,61 @@ def format_table(title, folds, mean):
 
 
 def main(argv=None, on_episode=None):
-    """Run the CLI; returns the summary written to ``<output>/fss_<benchmark>_<K>shot.json``."""
+    """Run the CLI; returns the summary written to ``<output>/fss_<benchmark>_<K>shot.json``.
+
+    With ``--num-gpus`` / ``--num-machines`` the evaluation runs in several processes
+    (``on_episode`` is then not called); the summary is read back from its file.
+    """
     args = parse_args(argv)
+    if args.dump_episodes is None and launch_suite(run, args):
+        if args.machine_rank != 0:
+            return None
+        with open(summary_path(args)) as f:
+            return json.load(f)
+    return run(args, on_episode)
+
+
+def summary_path(args):
+    """Where :func:`run` writes the summary."""
+    shots = args.shot
+    if shots is None:
+        shots = get_sine_cfg(resolve_config_file(args.config_file), args.opts).TEST.FSS.SHOTS
+    return os.path.join(args.output, f"fss_{args.benchmark}_{shots}shot.json")
+
+
+def run(args, on_episode=None):
+    """The evaluation in one process (of possibly several); the summary on the main one."""
     cfg = setup_cfg(args)
     names = register_folds(args, cfg)
+    if args.dump_episodes:
+        dump_episodes([name for _, name in names], args.dump_episodes)
+        print(f"episodes of {', '.join(n for _, n in names)} written to {args.dump_episodes}")
+        return None
     get_model = functools.cache(lambda: build_in_context_model(cfg))
     fold_results = {}
+    throughput = Throughput("episodes")
     for fold, name in names:
         fold_dir = os.path.join(args.output, name)
         fold_results[fold] = evaluate_fold(cfg, get_model, name, fold_dir,
-                                           args.checkpoint_period, on_episode)
+                                           args.checkpoint_period, on_episode, throughput)
+    counts = gather_to_main((throughput.count, throughput.seconds))
+    if counts is None:
+        return None
+    # Processes run side by side: all their episodes over the longest one's time.
+    throughput = Throughput("episodes", sum(c for c, _ in counts), max(s for _, s in counts))
     folds, mean = summarize(fold_results)
     shots = cfg.TEST.FSS.SHOTS
     summary = {
         "benchmark": args.benchmark, "shots": shots, "seed": cfg.TEST.FSS.SEED,
-        "config_file": args.config_file, "weights": cfg.MODEL.WEIGHTS,
-        "threshold": cfg.MODEL.SINE.TEST.SEM_SEG_THRESH, "folds": folds, "mean": mean,
+        "sampler": cfg.TEST.FSS.SAMPLER, "config_file": args.config_file,
+        "weights": cfg.MODEL.WEIGHTS, "threshold": cfg.MODEL.SINE.TEST.SEM_SEG_THRESH,
+        "folds": folds, "mean": mean,
     }
+    summary["throughput"] = throughput.as_dict()  # of this run (resumed episodes not counted)
     atomic_write_json(os.path.join(args.output, f"fss_{args.benchmark}_{shots}shot.json"), summary)
     title = f"FSS {args.benchmark} {shots}-shot (seed {cfg.TEST.FSS.SEED})"
     print(format_table(title, folds, mean))
+    print(throughput)
     return summary
 
 

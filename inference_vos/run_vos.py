@@ -15,10 +15,12 @@ ground truth covers every frame (DAVIS val), J&F is computed with
 the toolkit's CSV files (fractions) written.
 """
 import argparse
+import json
 import logging
 import os
 import time
 
+from detectron2.utils import comm
 from tqdm import tqdm
 
 from inference_vos.results import VOSResultWriter
@@ -28,8 +30,14 @@ from sine.engine.predictor import InContextPredictor
 from sine.engine.video_predictor import VideoPredictor
 from sine.evaluation.davis_metrics import DAVISEvaluation
 from sine.evaluation.resume import model_identity
-from sine.evaluation.suite_setup import setup_suite
+from sine.evaluation.suite_setup import (
+    add_launch_args,
+    gather_to_main,
+    launch_suite,
+    setup_suite,
+)
 from sine.utils.io import atomic_write_json
+from sine.utils.throughput import Throughput
 
 logger = logging.getLogger("inference_vos.run_vos")
 
@@ -52,8 +60,10 @@ def parse_args(argv=None):
     parser.add_argument("--output", required=True, help="results folder")
     parser.add_argument("--videos", nargs="+", default=None, help="only these videos")
     parser.add_argument("--all-frames", action="store_true",
-                        help="YouTube-VOS: process every frame (results still for annotated ones)")
+                        help="YouTube-VOS: process every frame (results still for annotated ones); "
+                             "same as TEST.VOS.ALL_FRAMES True")
     parser.add_argument("--no-eval", action="store_true", help="skip the J&F evaluation")
+    add_launch_args(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
@@ -87,10 +97,10 @@ def segment_video(vp: VideoPredictor, video, out) -> int:
     return len(video.frame_names)
 
 
-def run_videos(vp, reader, writer):
+def run_videos(vp, videos, writer):
     """Segment every unfinished video; returns (done now, skipped, frames, seconds)."""
     done, skipped, frames, seconds = [], [], 0, 0.0
-    for video in tqdm(reader.videos, desc="videos"):
+    for video in tqdm(videos, desc="videos", disable=not comm.is_main_process()):
         if writer.is_done(video.name):
             skipped.append(video.name)
             continue
@@ -129,21 +139,52 @@ def format_table(title, global_scores):
 
 
 def main(argv=None):
-    """Run the CLI; returns the summary (also ``<output>/jf_results.json`` when evaluated)."""
+    """Run the CLI; returns the summary (also ``<output>/jf_results.json`` when evaluated).
+
+    With ``--num-gpus`` / ``--num-machines`` the videos are shared out over several processes;
+    the main process then evaluates them all (the summary is read back from
+    ``<output>/summary.json``).
+    """
     args = parse_args(argv)
+    if launch_suite(run, args):
+        if args.machine_rank != 0:
+            return None
+        with open(os.path.join(args.output, "summary.json")) as f:
+            return json.load(f)
+    return run(args)
+
+
+def run(args):
+    """The run in one process (of possibly several); the summary on the main one.
+
+    Videos are sharded over the processes (video i -> process i mod N); each writes its
+    videos atomically with its own done markers, so resuming works per video whatever the
+    number of processes. The main process waits for all, then evaluates / zips.
+    """
     cfg = setup_cfg(args)
+    args.all_frames = args.all_frames or cfg.TEST.VOS.ALL_FRAMES
     reader = build_reader(args)
     youtube = isinstance(reader, YouTubeVOSReader)
     settings = {"dataset": args.dataset, "split": reader.split, "all_frames": args.all_frames,
                 **model_identity(cfg)}
     writer = VOSResultWriter(args.output, youtube=youtube, settings=settings)
     vp = VideoPredictor(InContextPredictor(cfg))
-    done, skipped, frames, seconds = run_videos(vp, reader, writer)
+    shard = reader.videos[comm.get_rank()::comm.get_world_size()]
+    gathered = gather_to_main(run_videos(vp, shard, writer))
+    comm.synchronize()  # every video written before the main process evaluates them
+    if gathered is None:
+        return None
+    order = {v.name: i for i, v in enumerate(reader.videos)}
+    done = sorted((v for g in gathered for v in g[0]), key=order.get)
+    skipped = sorted((v for g in gathered for v in g[1]), key=order.get)
+    # Processes run side by side: all their frames over the longest one's time.
+    frames, seconds = sum(g[2] for g in gathered), max(g[3] for g in gathered)
     summary = {
         "dataset": args.dataset, "split": reader.split, "config_file": args.config_file,
         "weights": cfg.MODEL.WEIGHTS, "videos": len(reader.videos), "processed": done,
         "skipped": skipped, "fps": frames / seconds if seconds else None,
     }
+    throughput = Throughput("frames", frames, seconds)  # videos of this run, writing included
     if youtube:
         summary["submission"] = writer.submission_zip()
         logger.info("YouTube-VOS submission: %s", summary["submission"])
@@ -153,6 +194,8 @@ def main(argv=None):
             summary.update(scores)
             atomic_write_json(os.path.join(args.output, "jf_results.json"), summary)
             print(format_table(f"{args.dataset} {reader.split} (percent)", scores["global"]))
+    atomic_write_json(os.path.join(args.output, "summary.json"), summary)
+    print(throughput)
     return summary
 
 

@@ -114,11 +114,24 @@ def add_sine_config(cfg):
     cfg.MODEL.SINE.VOS.IMAGE_SIZE = 0
     cfg.MODEL.SINE.VOS.PAD_SIZE = 0
     cfg.MODEL.SINE.VOS.SHORT_SIDE = 518  # frames read at this shorter side; masks predicted there
+    # Antialias the shorter-side resize of frames when shrinking (e.g. 720p YouTube-VOS). False
+    # is official: the pinned torchvision 0.15 does not antialias tensors (>= 0.17 does).
+    cfg.MODEL.SINE.VOS.ANTIALIAS = False
     # Memory frames keep their cached neck features (each frame is encoded once). False
     # re-encodes every memory frame from its stored image at every step (official, slower).
     cfg.MODEL.SINE.VOS.CACHE_FEATURES = True
     cfg.MODEL.SINE.VOS.AMP = True  # fp16 autocast on CUDA, as the official eval; never on CPU
     cfg.MODEL.SINE.VOS.ENCODE_CHUNK = 4  # memory frames per encoder batch when re-encoding
+    # Flip test-time augmentation: every frame is also segmented mirrored (same memory); per
+    # object the higher-scoring of the two predictions (mirrored one flipped back) is kept.
+    # Not used by the official scripts.
+    cfg.MODEL.SINE.VOS.FLIP_TTA = False
+
+    # ---------------------------------------------------------------- VOS benchmark reading
+    cfg.TEST.VOS = CN()
+    # YouTube-VOS: segment every frame (all_frames/<split>_all_frames), results still written for
+    # the annotated (every 5th) frames only. Officially off: only annotated frames are processed.
+    cfg.TEST.VOS.ALL_FRAMES = False
 
     # ---------------------------------------------------------------- data
     cfg.INPUT.IMAGE_SIZE = 896  # LSJ target size
@@ -140,6 +153,10 @@ def add_sine_config(cfg):
     cfg.TEST.FSS.IMAGE_SIZE = 518
     cfg.TEST.FSS.SHOTS = 1
     cfg.TEST.FSS.SEED = 0
+    # Episode draws (sine/data/fss_episodes.py): "official" reproduces the official episode
+    # sequences (spec §7.1; legacy numpy generator, seed 0 = the paper's episodes); "balanced"
+    # draws by the same rules from np.random.default_rng and skips classes with one image.
+    cfg.TEST.FSS.SAMPLER = "official"
 
     # ---------------------------------------------------------------- few-shot instance eval
     cfg.TEST.FSOD = CN()

@@ -15,6 +15,7 @@ from PIL import Image
 
 import inference_fsod.eval as fsod_eval
 from inference_fsod import prototype_cache
+from inference_fsod.data import FSODTestMapper, read_reference_image
 from inference_fsod.evaluation import NovelClassCOCOEvaluator, summarize_seeds
 from inference_fsod.model import PrototypeInstanceSegmenter
 from inference_fsod.register_fsod import (
@@ -96,10 +97,94 @@ def test_fsod_prototypes_pool_each_class_over_all_references():
     m1[0, 1:3, 1:4] = True
     labels = [torch.tensor([7, 2]), torch.tensor([7])]
     _, sem, _, sem_labels = get_reference_pooling("fsod")(feats, [m0, m1], labels, (4, 4), None)
-    assert sem_labels.tolist() == [2, 7]
+    assert sem_labels.tolist() == [7, 2]  # order of first appearance (spec §2.4), not sorted
     cls7 = (feats[0][:, m0[0]].sum(1) + feats[1][:, m1[0]].sum(1)) / (4 + 6)
-    torch.testing.assert_close(sem[0, 1], cls7)
-    torch.testing.assert_close(sem[0, 0], feats[0][:, m0[1]].mean(1))
+    torch.testing.assert_close(sem[0, 0], cls7)
+    torch.testing.assert_close(sem[0, 1], feats[0][:, m0[1]].mean(1))
+
+
+# ------------------------------------------------------------------ official FSOD input
+def test_paper_configs_read_bgr_and_normalise_it_with_the_rgb_mean(tmp_path, tiny_model):
+    """Official FSOD input (spec §7.2): detectron2's default BGR, RGB ImageNet mean/std applied
+    to the BGR array as it is; RGB stays available."""
+    assert _tiny_cfg().INPUT.FORMAT == "BGR"
+    rgb = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    path = str(tmp_path / "a.png")
+    Image.fromarray(rgb).save(path)
+    record = {"file_name": path, "height": 30, "width": 40, "image_id": 1,
+              "annotations": [_ann(1, 1, 0) | {"bbox_mode": BoxMode.XYWH_ABS}]}
+    as_rgb = FSODTestMapper(112, "RGB")(record)["image"]
+    as_bgr = FSODTestMapper(112, "BGR")(record)["image"]
+    assert as_bgr.shape == (3, 84, 112)
+    torch.testing.assert_close(as_bgr, as_rgb.flip(0))
+    torch.testing.assert_close(read_reference_image(record, 112, "BGR")[0], as_bgr)
+    # The model applies the mean/std in R, G, B order to whatever array it gets.
+    x = tiny_model.preprocess_image(as_bgr, 112)
+    torch.testing.assert_close(x[0, :84, :112], (as_bgr[0].float() - 123.675) / 58.395)
+    with pytest.raises(ValueError, match="INPUT.FORMAT"):
+        FSODTestMapper(112, "YUV")(record)
+
+
+def _reference_tree(tmp_path):
+    """Two reference images; classes first appear in the order 3, 1, 2; class 2's only mask
+    is a 0.05-pixel polygon that vanishes when rasterised."""
+    def ann(cat, x, y, size=10.0):
+        poly = [x, y, x + size, y, x + size, y + size, x, y + size]
+        return {"category_id": cat, "iscrowd": 0, "bbox": [x, y, size, size],
+                "bbox_mode": BoxMode.XYWH_ABS, "segmentation": [poly]}
+
+    records = []
+    for i, anns in enumerate([[ann(3, 2, 2), ann(1, 20, 10)],
+                              [ann(2, 5, 5, 0.05), ann(1, 8, 12, 14)]]):
+        path = str(tmp_path / f"ref{i}.png")
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (30, 40, 3), np.uint8)).save(path)
+        records.append({"file_name": path, "height": 30, "width": 40, "image_id": i,
+                        "annotations": anns})
+    return records
+
+
+def test_prototypes_in_order_of_first_appearance_with_a_zero_prototype(tmp_path, tiny_model):
+    records = _reference_tree(tmp_path)
+    _, masks, labels = read_reference_image(records[1], 112, "BGR")
+    assert labels.tolist() == [2, 1] and not masks[0].any() and masks[1].any()  # kept, empty
+    tokens = prototype_cache.compute_prototypes(tiny_model, records, batch_size=1,
+                                                image_format="BGR")
+    assert tokens.id_tokens.shape[1] == 0  # no ID queries (official use_id_query False)
+    assert tokens.sem_labels.tolist() == [3, 1, 2]
+    prototypes = tokens.sem_tokens[0]
+    assert prototypes.shape == (3, 32)
+    assert (prototypes[2] == 0).all() and (prototypes[:2].abs().sum(1) > 0).all()
+    # The empty instance adds nothing: class 1 pools the same without it.
+    without_empty = [records[0], dict(records[1], annotations=records[1]["annotations"][1:])]
+    other = prototype_cache.compute_prototypes(tiny_model, without_empty, image_format="BGR")
+    assert other.sem_labels.tolist() == [3, 1]
+    torch.testing.assert_close(other.sem_tokens[0], prototypes[:2])
+    # The channel order matters: RGB input gives other prototypes (and another cache key).
+    rgb = prototype_cache.compute_prototypes(tiny_model, records, image_format="RGB")
+    assert not torch.allclose(rgb.sem_tokens[0, :2], prototypes[:2])
+    # A zero prototype still competes: decoding yields candidates of all three classes.
+    out = PrototypeInstanceSegmenter(tiny_model, tokens)(
+        [{"image": torch.zeros(3, 84, 112, dtype=torch.uint8), "height": 30, "width": 40}])
+    assert set(out[0]["instances"].pred_classes.tolist()) <= {1, 2, 3}
+
+
+def test_prototype_order_follows_the_records_not_the_images(tmp_path, tiny_model):
+    """An image shared by two reference records is encoded once, but the classes keep the
+    order of the records (one reference per annotation, as officially)."""
+    a, b = _reference_tree(tmp_path)
+    records = [dict(a, annotations=a["annotations"][:1]),  # image 0: class 3
+               dict(b, annotations=b["annotations"][1:]),  # image 1: class 1
+               dict(a, annotations=[dict(a["annotations"][0], category_id=4)])]  # image 0 again
+    calls = []
+    hook = tiny_model.image_encoder.encoder.register_forward_hook(
+        lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    try:
+        tokens = prototype_cache.compute_prototypes(tiny_model, records, image_format="BGR")
+    finally:
+        hook.remove()
+    assert sum(calls) == 2  # two distinct images
+    assert tokens.sem_labels.tolist() == [3, 1, 4]
+    torch.testing.assert_close(tokens.sem_tokens[0, 2], tokens.sem_tokens[0, 0])  # same mask
 
 
 # ------------------------------------------------------------------ decoder with nm = 0
@@ -120,7 +205,11 @@ def test_decoder_without_id_queries_and_batched_prototypes_match_joint_pooling(t
         grid = tuple(4 * s for s in feats["neck"].shape[-2:])
         parts = [fsod_prototype_sums(feats["neck"][i:j], masks[i:j], labels[i:j], grid)
                  for i, j in ((0, 1), (1, 3))]
-        protos = (parts[0][1] + parts[1][1]) / (parts[0][2] + parts[1][2] + 1e-8)[:, None]
+        sums, counts = torch.zeros(2, 32), torch.zeros(2)
+        for part_labels, part_sums, part_counts in parts:  # each in its own class order
+            sums[part_labels] += part_sums
+            counts[part_labels] += part_counts
+        protos = sums / (counts[:, None] + 1e-8)
         cached = SINEReferenceTokens.from_prototypes(torch.tensor([0, 1]), protos)
         raw_joint = model.decode_tokens(tar, joint, lazy_aux=False)
         raw_cached = model.decode_tokens(tar, cached, lazy_aux=False)
@@ -298,6 +387,8 @@ def test_cli_end_to_end_with_cache_reuse_and_resume(synthetic_root, tiny_model, 
 
     printed = capsys.readouterr().out
     assert "synthetic, 1-shot" in printed and "mean ± std over seeds [0, 1]" in printed
+    n_test = len(DatasetCatalog.get("synthetic_fsod_test_novel"))
+    assert f"images/s ({2 * n_test} images in" in printed  # both seeds' test images
     run_dir = os.path.join(out, "synthetic_1shot")
     metrics = {}
     for seed in (0, 1):

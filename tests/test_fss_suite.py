@@ -157,7 +157,8 @@ def _make_fss1000(root):
 # ----------------------------------------------------------------------------- readers
 def test_coco20i_episodes_masks_and_metadata(tmp_path, registered):
     classwise = _make_coco(tmp_path)
-    name = _register(registered, tmp_path, "coco", 0, 2, num_episodes=12, seed=3)
+    name = _register(registered, tmp_path, "coco", 0, 2, num_episodes=12, seed=3,
+                     sampler="balanced")
     meta = MetadataCatalog.get(name)
     assert meta.evaluator_type == "fss" and meta.ignore_label == 255
     assert meta.fss_class_ids == coco20i_class_ids(0) == list(range(0, 80, 4))
@@ -184,7 +185,7 @@ def test_coco20i_episodes_masks_and_metadata(tmp_path, registered):
 
 def test_same_seed_same_episodes_other_seed_other_episodes(tmp_path, registered):
     _make_coco(tmp_path)
-    a = _register(registered, tmp_path, "coco", 0, 1, num_episodes=30, seed=5)
+    a = _register(registered, tmp_path, "coco", 0, 1, num_episodes=30, seed=5, sampler="balanced")
 
     def summary(name):
         return [(e["class_id"], e["query"]["image_id"], [s["image_id"] for s in e["supports"]])
@@ -193,18 +194,19 @@ def test_same_seed_same_episodes_other_seed_other_episodes(tmp_path, registered)
     first = summary(a)
     assert summary(a) == first  # every load (every process) draws the same episodes
     b = register_fss_benchmark("coco", 0, 1, root=str(tmp_path), num_episodes=30, seed=5,
-                               name=a + "_again")
+                               name=a + "_again", sampler="balanced")
     registered.append(b)
     assert summary(b) == first
     c = register_fss_benchmark("coco", 0, 1, root=str(tmp_path), num_episodes=30, seed=6,
-                               name=a + "_seed6")
+                               name=a + "_seed6", sampler="balanced")
     registered.append(c)
     assert summary(c) != first
 
 
 def test_episodes_do_not_depend_on_num_workers(tmp_path, registered):
     _make_coco(tmp_path)
-    name = _register(registered, tmp_path, "coco", 0, 1, num_episodes=6, seed=0)
+    name = _register(registered, tmp_path, "coco", 0, 1, num_episodes=6, seed=0,
+                     sampler="balanced")
     mapper = FSSEpisodeMapper(image_size=S)
 
     def run(workers):
@@ -275,7 +277,7 @@ def test_fss1000_one_episode_per_test_image_in_official_order(tmp_path, register
 
 
 def test_missing_files_name_the_path_and_the_readme_section(tmp_path, registered):
-    name = _register(registered, tmp_path, "coco", 0, 1)
+    name = _register(registered, tmp_path, "coco", 0, 1, sampler="balanced")
     with pytest.raises(FileNotFoundError, match=r"COCO2014/splits/val/fold0\.pkl.*#coco-20i"):
         DatasetCatalog.get(name)
     _make_coco(tmp_path)
@@ -287,10 +289,186 @@ def test_missing_files_name_the_path_and_the_readme_section(tmp_path, registered
         DatasetCatalog.get(name)
 
 
+# ----------------------------------------------------------------------------- official episodes
+# Expected sequences are written from spec §7.1 with the official calls themselves: the legacy
+# global generator seeded by ``np.random.seed(0)`` and ``np.random.choice(pop, 1,
+# replace=False)[0]`` per draw; supports redrawn while equal to the query.
+def _choice(pop):
+    return np.random.choice(pop, 1, replace=False)[0]
+
+
+def _official_supports(pop, query, shots):
+    supports = []
+    while len(supports) < shots:
+        s = _choice(pop)
+        if s != query:
+            supports.append(s)
+    return supports
+
+
+def _episodes(name):
+    return [(e["class_id"], e["query"]["image_id"], [s["image_id"] for s in e["supports"]])
+            for e in DatasetCatalog.get(name)]
+
+
+def _touch_images(base, names, masks=True):
+    for i, n in enumerate(names):
+        _image(os.path.join(base, n), i)
+        if masks:
+            _png(os.path.join(base, "annotations", os.path.splitext(n)[0] + ".png"),
+                 np.zeros((H, W)))
+
+
+def _make_official_coco(root):
+    """HSNet fold-0 pickle: all 20 fold classes, 2 to 5 images each (list order != sorted)."""
+    base = os.path.join(root, "COCO2014")
+    names = [f"val2014/COCO_val2014_{i:012d}.jpg" for i in range(7)]
+    _touch_images(base, names)
+    classwise = {c: [names[(3 * c + j) % 7] for j in range(2 + c % 4)][::-1]
+                 for c in coco20i_class_ids(0)}
+    os.makedirs(os.path.join(base, "splits", "val"))
+    with open(os.path.join(base, "splits", "val", "fold0.pkl"), "wb") as f:
+        pickle.dump(classwise, f)
+    return classwise
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_coco20i_official_episode_sequence(tmp_path, registered, shots):
+    pkl = _make_official_coco(tmp_path)
+    name = _register(registered, tmp_path, "coco", 0, shots, num_episodes=25)
+    np.random.seed(0)
+    expected = []
+    for _ in range(25):  # the episode index is not used
+        c = _choice([0 + 4 * v for v in range(20)])
+        q = _choice(pkl[c])
+        expected.append((c, q, _official_supports(pkl[c], q, shots)))
+    assert _episodes(name) == expected
+    assert MetadataCatalog.get(name).sampler == "official"
+
+
+def test_official_sampler_names_classes_it_cannot_sample(tmp_path, registered):
+    _make_coco(tmp_path)  # only classes 0, 4 and 8 listed; 8 in a single image
+    name = _register(registered, tmp_path, "coco", 0, 1)
+    with pytest.raises(ValueError, match=r"classes \[8, 12, .*fewer than 2 images.*balanced"):
+        DatasetCatalog.get(name)
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_pascal5i_official_episode_sequence_without_trailing_newline(tmp_path, registered,
+                                                                      shots):
+    base = os.path.join(tmp_path, "VOC2012")
+    classes = [5, 7, 5, 9, 7, 5, 9, 7, 8]  # the last line (the only class-8 image) is dropped
+    lines = [f"2008_{i:06d}__{c + 1}" for i, c in enumerate(classes)]
+    for i, line in enumerate(lines):
+        image = line.split("__")[0]
+        _image(os.path.join(base, "JPEGImages", image + ".jpg"), i)
+        _png(os.path.join(base, "SegmentationClassAug", image + ".png"), np.zeros((H, W)))
+    os.makedirs(os.path.join(base, "splits", "val"))
+    with open(os.path.join(base, "splits", "val", "fold1.txt"), "w") as f:
+        f.write("\n".join(lines))  # no trailing newline
+    name = _register(registered, tmp_path, "pascal", 1, shots, num_episodes=20)
+    meta = [line.split("__") for line in lines[:-1]]
+    np.random.seed(0)
+    expected = []
+    for idx in range(20):
+        q, c = meta[idx % len(meta)][0], int(meta[idx % len(meta)][1]) - 1
+        pop = [n for n, k in meta if int(k) - 1 == c]
+        expected.append((c, q, _official_supports(pop, q, shots)))
+    assert _episodes(name) == expected
+    assert "2008_000008" not in {e[1] for e in _episodes(name)}
+
+
+def _make_official_lvis(root):
+    """lvis_val.pkl: 26 categories in a non-sorted order, 1 to 7 images each (inner order
+    non-sorted too), so the 1-shot and 5-shot folds differ."""
+    base = os.path.join(root, "LVIS")
+    names = [f"val2017/{i:012d}.jpg" for i in range(8)]
+    _touch_images(os.path.join(base, "coco"), names, masks=False)
+    pkl = {}
+    for j in range(26):
+        cat = (37 * j) % 101 + 1
+        count = [1, 6, 7, 2, 7, 6, 3][j % 7]
+        pkl[cat] = {names[(j + 3 * k) % 8]: {"annotations": [{"segmentation": _square(1, 1)}]}
+                    for k in range(count)}
+    assert list(pkl) != sorted(pkl)
+    with open(os.path.join(base, "lvis_val.pkl"), "wb") as f:
+        pickle.dump(pkl, f)
+    return pkl
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_lvis92i_official_episode_sequence(tmp_path, registered, shots):
+    pkl = _make_official_lvis(tmp_path)
+    name = _register(registered, tmp_path, "lvis", 1, shots, num_episodes=12)
+    val_cat_ids = [c for c in pkl if len(pkl[c]) > shots]  # pickle order
+    fold_cats = [val_cat_ids[1 + 10 * v] for v in range(len(val_cat_ids) // 10)]
+    np.random.seed(0)
+    expected = []
+    for idx in range(12):
+        c = fold_cats[idx % len(fold_cats)]
+        images = list(pkl[c].keys())
+        q = _choice(images)
+        expected.append((c, q, _official_supports(images, q, shots)))
+    assert _episodes(name) == expected
+    assert MetadataCatalog.get(name).fss_class_ids == fold_cats
+    assert len(fold_cats) == (2 if shots == 1 else 1)  # the eligible classes depend on K
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_fss1000_official_episode_sequence(tmp_path, registered, shots):
+    base = os.path.join(tmp_path, "FSS-1000")
+    for j, cat in enumerate(["bbb", "aaa", "ccc"]):
+        for k in range(1, 11):
+            _image(os.path.join(base, "data", cat, f"{k}.jpg"), 10 * j + k)
+            _png(os.path.join(base, "data", cat, f"{k}.png"), np.zeros((H, W)))
+    os.makedirs(os.path.join(base, "splits"))
+    with open(os.path.join(base, "splits", "test.txt"), "w") as f:
+        f.write("bbb\naaa\nccc")  # no trailing newline: "ccc" is not read
+    name = _register(registered, tmp_path, "fss1000", 0, shots)
+    import glob
+
+    categories = sorted("bbb\naaa\nccc".split("\n")[:-1])
+    meta = [p for cat in categories for p in sorted(glob.glob(os.path.join(base, "data", cat, "*")))
+            if p.endswith(".jpg")]
+    np.random.seed(0)
+    expected = []
+    for q in meta:
+        supports = []
+        while len(supports) < shots:
+            s = os.path.join(os.path.dirname(q), str(_choice(range(1, 11)))) + ".jpg"
+            if s != q:
+                supports.append(s)
+        cls = 760 + categories.index(os.path.basename(os.path.dirname(q)))
+        expected.append((cls, q, supports))
+    assert len(expected) == 20
+    assert _episodes(name) == expected
+
+
+def test_cli_dumps_the_official_episodes(tmp_path, registered, monkeypatch):
+    pkl = _make_official_coco(tmp_path)
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path))
+    dump = tmp_path / "episodes.json"
+    fss_eval.main(["--config-file", "configs/fss/coco20i_1shot.yaml", "--benchmark", "coco",
+                   "--num-episodes", "5", "--output", str(tmp_path / "out"),
+                   "--dump-episodes", str(dump)])
+    registered.append("fss_coco20i_fold0_1shot")
+    with open(dump) as f:
+        episodes = json.load(f)["fss_coco20i_fold0_1shot"]
+    np.random.seed(0)
+    for e in episodes:
+        c = _choice(list(range(0, 80, 4)))
+        q = _choice(pkl[c])
+        [s] = _official_supports(pkl[c], q, 1)
+        base = os.path.join(str(tmp_path), "COCO2014")
+        assert e["class_id"] == c and e["query"] == os.path.join(base, q)
+        assert e["supports"] == [os.path.join(base, s)]
+    assert len(episodes) == 5 and not os.path.exists(tmp_path / "out" / "fss_coco20i_fold0_1shot")
+
+
 # ----------------------------------------------------------------------------- K-shot pooling
 def test_k_shots_give_one_prototype_pooled_jointly(tmp_path, registered):
     _make_coco(tmp_path)
-    name = _register(registered, tmp_path, "coco", 0, 3, num_episodes=1)
+    name = _register(registered, tmp_path, "coco", 0, 3, num_episodes=1, sampler="balanced")
     x = FSSEpisodeMapper(image_size=56)(DatasetCatalog.get(name)[0])
     torch.manual_seed(0)
     cfg = get_cfg()
@@ -364,12 +542,14 @@ def test_cli_writes_table_and_json(synthetic_root, tmp_path, capsys):
     summary = _cli(tmp_path / "out")
     table = capsys.readouterr().out
     assert "FSS synthetic 2-shot" in table and "mean" in table and "mIoU" in table
+    assert "episodes/s (8 episodes in" in table  # throughput of the run, at the end
     with open(tmp_path / "out" / "fss_synthetic_2shot.json") as f:
         saved = json.load(f)
     assert saved == json.loads(json.dumps(summary))
     fold = saved["folds"]["0"]
     assert fold["dataset"] == "synthetic_fss_novel_2shot" and fold["episodes"] == 8
     assert 0 <= fold["mIoU"] <= 100 and saved["mean"]["mIoU"] == fold["mIoU"]
+    assert saved["throughput"]["episodes"] == 8 and saved["throughput"]["episodes_per_s"] > 0
 
 
 def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_root, tmp_path):
@@ -390,6 +570,7 @@ def test_interrupted_run_resumes_and_matches_an_uninterrupted_one(synthetic_root
     resumed = _cli(tmp_path / "resumed", on_episode=lambda name, e: computed.append(e))
     assert sorted(seen + computed) == list(range(8)) and not set(seen) & set(computed)
     assert resumed["folds"] == reference["folds"] and resumed["mean"] == reference["mean"]
+    assert resumed["throughput"]["episodes"] == len(computed)  # finished episodes not counted
 
     again = []
     _cli(tmp_path / "resumed", on_episode=lambda name, e: again.append(e))
@@ -412,3 +593,28 @@ def test_cli_segments_through_the_model_surface_asking_only_the_semantic_map(
     monkeypatch.setattr(SINE, "segment", spy)
     _cli(tmp_path / "out", "--num-episodes", "3")
     assert asked == [frozenset({"sem_seg"})] * 3
+
+
+def test_two_processes_give_the_metrics_of_one_and_resume_per_shard(synthetic_root, tmp_path):
+    torch.manual_seed(0)
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    cfg.merge_from_list(TINY)
+    weights = str(tmp_path / "tiny.pth")  # spawned processes must build the same model
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    one = _cli(tmp_path / "one", "MODEL.WEIGHTS", weights)
+    two = _cli(tmp_path / "two", "--num-gpus", "2", "MODEL.WEIGHTS", weights)  # gloo on CPU
+    assert two["folds"] == one["folds"] and two["mean"] == one["mean"]
+    fold_dir = tmp_path / "two" / "synthetic_fss_novel_2shot"
+    shards = [json.load(open(fold_dir / f))["episodes"]
+              for f in ("episodes.json", "episodes.rank1.json")]
+    assert sorted(int(e) for s in shards for e in s) == list(range(8))  # one shard each
+    assert all(shards) and not set(shards[0]) & set(shards[1])
+    # Resume: lose the results and one shard's progress; one process redoes only that shard.
+    os.remove(fold_dir / "results.json")
+    os.remove(fold_dir / "episodes.rank1.json")
+    computed = []
+    again = _cli(tmp_path / "two", "MODEL.WEIGHTS", weights,
+                 on_episode=lambda name, e: computed.append(e))
+    assert sorted(computed) == sorted(int(e) for e in shards[1])
+    assert again["folds"] == one["folds"]

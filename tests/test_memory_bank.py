@@ -1,11 +1,19 @@
 """VOS memory bank policy (spec §7.3) on hand-worked sequences."""
+import math
+
 import numpy as np
 import pytest
 import torch
 from detectron2.config import get_cfg
 
 from sine.config import add_sine_config
-from sine.engine.memory_bank import MemoryBank, ObjectMemory, decay_weight, merge_object_masks
+from sine.engine.memory_bank import (
+    DECAY_TYPES,
+    MemoryBank,
+    ObjectMemory,
+    decay_weight,
+    merge_object_masks,
+)
 
 
 def frame_ids(memory):
@@ -20,6 +28,37 @@ def test_linear_decay_values():
     assert decay_weight(20) == 0.0 and decay_weight(35) == 0.0
     with pytest.raises(ValueError, match="unknown decay type"):
         decay_weight(1, "quadratic")
+
+
+@pytest.mark.parametrize("decay_type", DECAY_TYPES)
+def test_every_decay_variant_starts_at_one_and_never_grows(decay_type):
+    weights = [decay_weight(d, decay_type, 20.0) for d in range(60)]
+    assert weights[0] == 1.0
+    assert all(0.0 <= w <= 1.0 for w in weights)
+    assert all(a >= b for a, b in zip(weights, weights[1:]))
+    if decay_type in ("linear", "cos", "ellipse"):  # bounded window: nothing past the ratio
+        assert weights[20] == 0.0 and weights[19] > 0.0
+    elif decay_type == "exp":
+        assert weights[20] == pytest.approx(math.exp(-1.0)) and weights[59] > 0.0
+    else:
+        assert set(weights) == {1.0}
+
+
+def test_bank_takes_every_memory_option_from_the_config():
+    from sine.config import get_sine_cfg
+
+    cfg = get_sine_cfg(opts=["MODEL.SINE.VOS.MEMORY_LEN", "4", "MODEL.SINE.VOS.FIX_LAST_FRAME",
+                             "True", "MODEL.SINE.VOS.DECAY_TYPE", "cos",
+                             "MODEL.SINE.VOS.DECAY_RATIO", "10.0"])
+    bank = MemoryBank(cfg)
+    bank.add_object(1, 0, "gt")
+    for t in range(1, 8):
+        bank.push(1, t, f"p{t}", 0.5)
+    memory = bank._objects[1]
+    assert (memory.capacity, memory.decay_type, memory.decay_ratio) == (2, "cos", 10.0)
+    assert memory.last.payload == "p7" and memory.first.payload == "gt"  # both pinned
+    with pytest.raises(ValueError, match="unknown decay type"):
+        MemoryBank(get_sine_cfg(opts=["MODEL.SINE.VOS.DECAY_TYPE", "quadratic"]))
 
 
 def test_never_exceeds_capacity_and_first_frame_survives():

@@ -75,11 +75,59 @@ def track(vp, frames, first_labels):
 
 
 def test_official_frame_sizes():
-    # DAVIS 480p: 518 shorter side (torchvision Resize), then longer side 1036 (truncated).
-    assert short_side_size(480, 854, 518) == (518, 921)
+    """Sizes derived by hand from spec §7.3, on frames where the formulas differ."""
+    # Shorter side -> 518: the image (torchvision Resize) and the GT mask (resize_mask) formulas.
+    assert short_side_size(480, 854, 518) == short_side_size(480, 854, 518, mask=True) \
+        == (518, 921)  # DAVIS 480p: they agree
+    assert short_side_size(720, 1280, 518) == short_side_size(720, 1280, 518, mask=True) \
+        == (518, 920)  # YouTube-VOS 720p
+    assert short_side_size(1280, 720, 518) == short_side_size(1280, 720, 518, mask=True) \
+        == (920, 518)  # portrait
+    assert short_side_size(518, 633, 518) == (518, 633)  # already 518: kept
+    assert short_side_size(518, 633, 518, mask=True) == (518, 632)  # 633 / 518 * 518 < 633
+    assert short_side_size(259, 446, 518) == (518, 892)
+    assert short_side_size(259, 446, 518, mask=True) == (518, 891)
+    assert short_side_size(480, 854, 0) == short_side_size(480, 854, 0, mask=True) == (480, 854)
+    # Longer side -> 1036 through the aspect ratio, each from its own shape.
     assert long_side_size(518, 921, 1036) == (582, 1036)
-    assert short_side_size(720, 405, 518) == (920, 518)
-    assert short_side_size(480, 854, 0) == (480, 854)
+    assert long_side_size(518, 633, 1036) == (847, 1036)  # the image of a 518 x 633 frame
+    assert long_side_size(518, 632, 1036) == (849, 1036)  # ... and its GT mask
+    assert long_side_size(600, 672, 1036) == (924, 1036)  # int(1036 * 600 / 672) would be 925
+    assert long_side_size(259, 223, 1036) == (1036, 891)  # portrait: int(1036 * a), not 892
+    assert long_side_size(100, 112, 1036) == (924, 1036)
+    assert long_side_size(50, 50, 1036) == (1036, 1036)
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+def test_frames_shrink_like_torchvision_tensor_resize(predictor, antialias):
+    """Default: no antialiasing, as the official pinned torchvision 0.15 (option: antialias)."""
+    from torchvision.transforms import functional as TF
+
+    frame = np.random.default_rng(0).integers(0, 255, (72, 128, 3), dtype=np.uint8)
+    opts = {} if not antialias else {"ANTIALIAS": True}
+    vp = video_predictor(predictor, **opts)
+    prepared = vp._prepare(frame)
+    # Official: ToTensor, then transforms.Resize(SHORT_SIDE) on the tensor.
+    work = TF.resize(torch.from_numpy(frame).permute(2, 0, 1).float() / 255, [40],
+                     antialias=antialias)
+    assert prepared.work_size == tuple(work.shape[-2:]) == (40, 71)
+    expected = torch.nn.functional.interpolate(work[None] * 255, size=(63, 112),
+                                               mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(prepared.image, expected, rtol=0, atol=1e-3)
+    if antialias:
+        assert not torch.allclose(prepared.image, video_predictor(predictor)._prepare(frame).image)
+
+
+def test_ground_truth_masks_follow_the_official_mask_sizes(predictor):
+    # 25 x 29 frames at SHORT_SIDE 50: image 50 x 58 -> 96 x 112, GT mask 50 x 57 -> 98 x 112.
+    frames, labels = moving_squares(4, num_objects=2, h=25, w=29, seed=4)
+    vp = video_predictor(predictor, SHORT_SIDE=50)
+    prepared = vp._prepare(frames[0])
+    assert prepared.work_size == (50, 58) and prepared.content_size == (96, 112)
+    assert tuple(vp._model_mask(labels[0] == 1, prepared).shape) == (98, 112)
+    results = track(vp, frames, labels[0])  # GT and predicted masks of a frame pool together
+    assert all(r.labels.shape == (25, 29) for r in results)
+    assert sorted(results[-1].masks) == [1, 2]
 
 
 def test_vit_runs_once_per_frame(predictor):
@@ -168,6 +216,40 @@ def test_memory_bounded_and_objects_added_later(predictor):
         vp.start(frames[0], np.zeros((48, 64), np.uint8))
 
 
+def test_flip_tta_keeps_the_better_of_the_frame_and_its_mirror(predictor):
+    frames, labels = moving_squares(4, seed=9)
+    calls = []
+    hook = predictor.model.image_encoder.encoder.register_forward_hook(
+        lambda module, inputs, output: calls.append(inputs[0].detach().clone()))
+    tta_vp, plain_vp = video_predictor(predictor, FLIP_TTA=True), video_predictor(predictor)
+    try:
+        tta = tta_vp.start(frames[0], labels[0])
+        tta_scores = dict(tta_vp.last_scores)
+        plain = plain_vp.start(frames[0], labels[0])
+    finally:
+        hook.remove()
+    assert [c.shape[0] for c in calls] == [2, 1]  # the frame and its mirror in one batch
+    content = calls[0][:, :, :84, :112]  # 48 x 64 -> 40 x 53 -> 84 x 112, padded to 112
+    torch.testing.assert_close(content[1], content[0].flip(-1))
+    for obj_id in (1, 2, 3):
+        assert tta_scores[obj_id] >= plain_vp.last_scores[obj_id]
+        if not np.array_equal(tta.masks[obj_id], plain.masks[obj_id]):
+            assert tta_scores[obj_id] > plain_vp.last_scores[obj_id]
+    results = track(video_predictor(predictor, FLIP_TTA=True), frames, labels[0])
+    assert all(r.labels.shape == (48, 64) for r in results)
+
+
+def test_flip_tta_merge_flips_the_mirrored_mask_back():
+    frame_mask = torch.zeros(2, 4, dtype=torch.bool)
+    mirrored = torch.zeros(2, 4, dtype=torch.bool)
+    mirrored[:, 0] = True  # on the mirrored frame: the left column
+    masks, scores = {1: frame_mask.clone(), 2: frame_mask.clone()}, {1: 0.2, 2: 0.9}
+    VideoPredictor._merge_mirrored(masks, scores, {1: mirrored, 2: mirrored}, {1: 0.5, 2: 0.5})
+    assert scores == {1: 0.5, 2: 0.9}
+    assert masks[1][:, 3].all() and masks[1].sum() == 2  # the right column of the frame
+    assert not masks[2].any()
+
+
 def test_empty_video_errors_clearly(tmp_path):
     (tmp_path / "frames").mkdir()
     with pytest.raises(ValueError, match="no frames"):
@@ -225,11 +307,12 @@ def run_vos_args(dataset, root, output, *extra):
             dataset, "--root", str(root), "--output", str(output), *extra, *TINY]
 
 
-def test_run_vos_davis_writes_results_evaluates_and_resumes(tmp_path):
+def test_run_vos_davis_writes_results_evaluates_and_resumes(tmp_path, capsys):
     root, out = tmp_path / "davis", tmp_path / "out"
     write_davis_tree(str(root), {"clipA": moving_squares(5, 2, seed=3),
                                  "clipB": moving_squares(5, 3, seed=4)})
     summary = run_vos.main(run_vos_args("davis17", root, out))
+    assert "frames/s (10 frames in" in capsys.readouterr().out
     assert summary["processed"] == ["clipA", "clipB"] and summary["skipped"] == []
     for video in ("clipA", "clipB"):
         pngs = sorted(os.listdir(out / video))
@@ -249,6 +332,31 @@ def test_run_vos_davis_writes_results_evaluates_and_resumes(tmp_path):
     # Results of other settings are never taken for finished videos of this run.
     with pytest.raises(ValueError, match="other settings.*model_config_sha1"):
         run_vos.main(run_vos_args("davis17", root, out, "MODEL.SINE.VOS.MEMORY_LEN", "3"))
+
+
+def test_run_vos_two_processes_match_one_and_resume_per_video(tmp_path):
+    root = tmp_path / "davis"
+    write_davis_tree(str(root), {"clipA": moving_squares(4, 2, seed=3),
+                                 "clipB": moving_squares(4, 1, seed=4),
+                                 "clipC": moving_squares(4, 2, seed=5)})
+    torch.manual_seed(0)
+    weights = str(tmp_path / "tiny.pth")  # spawned processes must build the same model
+    torch.save({"model": SinePredictor(get_sine_cfg(opts=TINY)).model.state_dict()}, weights)
+    one = run_vos.main(run_vos_args("davis17", root, tmp_path / "one", "MODEL.WEIGHTS",
+                                    weights))
+    two = run_vos.main(run_vos_args("davis17", root, tmp_path / "two", "--num-gpus", "2",
+                                    "MODEL.WEIGHTS", weights))  # gloo on CPU
+    assert two["processed"] == one["processed"] == ["clipA", "clipB", "clipC"]
+    assert two["global"] == one["global"] and two["per_object"] == one["per_object"]
+    for video in ("clipA", "clipB", "clipC"):
+        for png in sorted(os.listdir(tmp_path / "one" / video)):
+            a = np.array(Image.open(tmp_path / "one" / video / png))
+            np.testing.assert_array_equal(a, np.array(Image.open(tmp_path / "two" / video / png)))
+    os.remove(tmp_path / "two" / ".done" / "clipB.json")  # as if its process had been killed
+    again = run_vos.main(run_vos_args("davis17", root, tmp_path / "two", "--num-gpus", "2",
+                                      "MODEL.WEIGHTS", weights))
+    assert again["processed"] == ["clipB"] and again["skipped"] == ["clipA", "clipC"]
+    assert again["global"] == one["global"]
 
 
 def test_run_vos_youtube_objects_appear_later(tmp_path):
@@ -274,6 +382,33 @@ def test_run_vos_youtube_objects_appear_later(tmp_path):
 
     with zipfile.ZipFile(summary["submission"]) as z:
         assert sorted(z.namelist()) == [f"Annotations/vid1/{n}.png" for n in names]
+
+
+@pytest.mark.parametrize("all_frames", ["config", "flag", None])
+def test_run_vos_youtube_all_frames_mode(tmp_path, all_frames):
+    root, out = tmp_path / "YouTube", tmp_path / "out"
+    frames, labels = moving_squares(11, 1, seed=8)
+    annotated = ["00000", "00005", "00010"]
+    for sub, folder in (("JPEGImages", root / "valid" / "JPEGImages" / "vid1"),
+                        ("all", root / "all_frames" / "valid_all_frames" / "JPEGImages" / "vid1")):
+        folder.mkdir(parents=True)
+        for t, frame in enumerate(frames):
+            if sub == "all" or f"{t:05d}" in annotated:
+                Image.fromarray(frame).save(folder / f"{t:05d}.jpg")
+    (root / "valid" / "Annotations" / "vid1").mkdir(parents=True)
+    first = Image.fromarray(labels[0])
+    first.putpalette(davis_palette())
+    first.save(root / "valid" / "Annotations" / "vid1" / "00000.png")
+    extra = {"config": ["TEST.VOS.ALL_FRAMES", "True"], "flag": ["--all-frames"], None: []}
+    argv = run_vos_args("ytvos18", root, out)
+    argv = argv[:-len(TINY)] + (extra[all_frames] if all_frames == "flag" else []) + TINY + \
+        (extra[all_frames] if all_frames == "config" else [])
+    run_vos.main(argv)
+    with open(out / ".done" / "vid1.json") as f:
+        processed = json.load(f)["frames"]
+    assert processed == (3 if all_frames is None else 11)
+    results = sorted(os.listdir(out / "Annotations" / "vid1"))
+    assert results == [f"{n}.png" for n in annotated]  # results for the annotated frames only
 
 
 def test_demo_video_writes_an_overlay_mp4(tmp_path):

@@ -5,7 +5,14 @@ An episode is one query image and K support images of one class (spec §7.1)::
     {"episode_id": int, "class_id": int, "query": record, "supports": [record, ...]}
 
 Episodes are drawn once, up front, from a seed, so they do not depend on the number of workers or
-processes. A record names its image (``file_name``, optional ``height``/``width``) and where the
+processes, by one of two samplers (``TEST.FSS.SAMPLER``):
+
+* ``"official"`` (default, the paper's episodes): the official draw order of spec §7.1 with numpy's
+  legacy global generator (:class:`LegacyDraws`); the benchmark readers reproduce every official
+  episode for seed 0;
+* ``"balanced"``: the same sampling rules drawn from ``np.random.default_rng(seed)``, skipping
+  classes that cannot form an episode (e.g. the synthetic dataset's rare classes).
+ A record names its image (``file_name``, optional ``height``/``width``) and where the
 class mask comes from, one of:
 
 * ``annotations``: detectron2 instance annotations; the mask is the union of the non-crowd
@@ -35,6 +42,12 @@ from .pair_index import record_categories
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "EPISODE_SAMPLERS",
+    "LegacyDraws",
+    "official_class_episodes",
+    "check_sampler",
+    "episode_summary",
+    "dump_episodes",
     "sample_fss_episodes",
     "draw_episodes",
     "class_uniform_picker",
@@ -50,8 +63,90 @@ __all__ = [
 ]
 
 SEM_SEG_ENCODINGS = ("class+1", "binary")
+EPISODE_SAMPLERS = ("official", "balanced")
 # Episodes per synthetic split registered at import (the CLI can re-register other counts).
 SYNTHETIC_FSS_EPISODES = 200
+
+
+def check_sampler(sampler):
+    if sampler not in EPISODE_SAMPLERS:
+        raise ValueError(f"unknown episode sampler {sampler!r}; choose one of {EPISODE_SAMPLERS} "
+                         "(TEST.FSS.SAMPLER)")
+    return sampler
+
+
+class LegacyDraws:
+    """The official episode draws (spec §7.1): numpy's legacy MT19937 seeded as the official
+    ``fix_randseed(seed)`` seeds the global generator, consumed in the official call order.
+
+    A separate ``RandomState`` gives the same numbers as the global one without touching it.
+    """
+
+    def __init__(self, seed):
+        self._rng = np.random.RandomState(seed)
+
+    def draw(self, population):
+        """One element, as ``np.random.choice(population, 1, replace=False)[0]``: a full
+        permutation of ``len(population)`` is consumed per draw."""
+        if len(population) == 0:
+            raise ValueError("cannot draw from an empty population")
+        return population[self._rng.permutation(len(population))[0]]
+
+    def supports(self, population, query, shots):
+        """Official supports: repeat ``draw(population)`` (query included), keep draws that
+        differ from ``query``, until ``shots`` are kept; supports may repeat each other."""
+        if all(p == query for p in population):
+            raise ValueError(
+                f"no support candidate other than the query {query!r}: the official sampler "
+                "would loop forever"
+            )
+        kept = []
+        while len(kept) < shots:
+            s = self.draw(population)
+            if s != query:
+                kept.append(s)
+        return kept
+
+
+def official_class_episodes(num_episodes, class_ids, images_of, shots, seed, record_of=None,
+                            where="dataset"):
+    """Episodes by the official COCO-20i rule (spec §7.1), from :class:`LegacyDraws`.
+
+    Per episode: ``c = draw(class_ids)`` (every fold class), ``q = draw(images_of[c])``,
+    ``supports(images_of[c], q)``. A class with fewer than two images would make the official
+    sampler loop forever: it raises here instead, naming the classes.
+    """
+    record_of = record_of or (lambda item, class_id: item)
+    few = {c: len(images_of.get(c, [])) for c in class_ids if len(images_of.get(c, [])) < 2}
+    if few:
+        raise ValueError(
+            f"{where}: classes {sorted(few)} have fewer than 2 images ({few}); the official "
+            "sampler needs 2 or more per fold class (TEST.FSS.SAMPLER balanced skips them)"
+        )
+    draws = LegacyDraws(seed)
+    episodes = []
+    for e in range(num_episodes):
+        c = draws.draw(list(class_ids))
+        q = draws.draw(images_of[c])
+        supports = draws.supports(images_of[c], q, shots)
+        episodes.append(make_episode(e, c, record_of(q, c), [record_of(s, c) for s in supports]))
+    return episodes
+
+
+def episode_summary(episode):
+    """JSON-able ``{"episode_id", "class_id", "query", "supports"}`` with image file names."""
+    return {"episode_id": episode["episode_id"], "class_id": episode["class_id"],
+            "query": episode["query"]["file_name"],
+            "supports": [s["file_name"] for s in episode["supports"]]}
+
+
+def dump_episodes(datasets, path):
+    """Write the episodes of registered FSS datasets to ``path`` (JSON, atomically):
+    ``{dataset name: [{"episode_id", "class_id", "query", "supports"}, ...]}`` (file names)."""
+    from sine.utils.io import atomic_write_json
+
+    atomic_write_json(path, {name: [episode_summary(e) for e in DatasetCatalog.get(name)]
+                             for name in datasets})
 
 
 def draw_supports(rng, candidates, query, shots):
@@ -108,12 +203,13 @@ def class_uniform_picker(images_of):
     return pick
 
 
-def sample_fss_episodes(records, class_ids, num_episodes, shots, seed):
+def sample_fss_episodes(records, class_ids, num_episodes, shots, seed, sampler="balanced"):
     """Draw ``num_episodes`` episodes over ``class_ids`` from detectron2 instance records.
 
-    Per episode: a class uniformly among the classes present in at least two images, a query
-    uniformly among that class's images, then ``shots`` supports one at a time uniformly among the
-    other images (as the official samplers do, supports may repeat each other).
+    ``"balanced"``: per episode, a class uniformly among the classes present in at least two
+    images, a query uniformly among that class's images, then ``shots`` supports one at a time
+    uniformly among the other images (supports may repeat each other).
+    ``"official"``: the COCO-20i rule (:func:`official_class_episodes`) over every class.
 
     Returns:
         list[dict]: ``{"episode_id", "class_id", "query": record, "supports": [record, ...]}``.
@@ -123,6 +219,9 @@ def sample_fss_episodes(records, class_ids, num_episodes, shots, seed):
     for i, record in enumerate(records):
         for c in record_categories(record) & class_ids:
             images_of[c].append(i)
+    if check_sampler(sampler) == "official":
+        return official_class_episodes(num_episodes, sorted(class_ids), images_of, shots, seed,
+                                       record_of=lambda i, c: records[i])
     return draw_episodes(num_episodes, class_uniform_picker(images_of), images_of, shots, seed,
                          record_of=lambda i, c: records[i])
 
@@ -161,7 +260,8 @@ def set_fss_class_ids(name, class_ids):
         meta.fss_class_ids = class_ids
 
 
-def register_fss_episodes(name, source, class_ids, num_episodes, shots, seed, replace=False):
+def register_fss_episodes(name, source, class_ids, num_episodes, shots, seed, replace=False,
+                          sampler="balanced"):
     """Register episodes drawn from registered instance dataset ``source`` as ``name``.
 
     ``class_ids`` are the contiguous ids of ``source`` that form the fold; the metric averages over
@@ -170,14 +270,18 @@ def register_fss_episodes(name, source, class_ids, num_episodes, shots, seed, re
     class_ids = [int(c) for c in class_ids]
 
     def load():
-        return sample_fss_episodes(DatasetCatalog.get(source), class_ids, num_episodes, shots, seed)
+        return sample_fss_episodes(DatasetCatalog.get(source), class_ids, num_episodes, shots, seed,
+                                   sampler)
 
     register_episode_dataset(name, load, class_ids, shots, replace=replace,
-                             source_dataset=source, num_episodes=int(num_episodes), seed=int(seed))
+                             source_dataset=source, num_episodes=int(num_episodes), seed=int(seed),
+                             sampler=check_sampler(sampler))
 
 
-def register_synthetic_fss_episodes(num_episodes=SYNTHETIC_FSS_EPISODES, seed=0, shots=(1, 5)):
-    """Register ``synthetic_fss_novel_{K}shot``: episodes of the NOVEL classes of ``synthetic_val``.
+def register_synthetic_fss_episodes(num_episodes=SYNTHETIC_FSS_EPISODES, seed=0, shots=(1, 5),
+                                    sampler="balanced"):
+    """Register ``synthetic_fss_novel_{K}shot``: episodes of the NOVEL classes of ``synthetic_val``
+    (``sampler`` "balanced" by default: a rare synthetic class may be in a single image).
 
     Returns the registered names (earlier registrations of them are replaced).
     """
@@ -187,7 +291,8 @@ def register_synthetic_fss_episodes(num_episodes=SYNTHETIC_FSS_EPISODES, seed=0,
     names = []
     for k in shots:
         name = f"synthetic_fss_novel_{k}shot"
-        register_fss_episodes(name, "synthetic_val", novel, num_episodes, k, seed, replace=True)
+        register_fss_episodes(name, "synthetic_val", novel, num_episodes, k, seed, replace=True,
+                              sampler=sampler)
         MetadataCatalog.get(name).set(benchmark="synthetic", fold=0)
         names.append(name)
     return names

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..modeling.in_context import Features, ImageGeometry, concat_features
+from ..modeling.in_context import Features, ImageGeometry, concat_features, select_features
 from .memory_bank import MemoryBank, merge_object_masks
 from .predictor import InContextPredictor, pad_masks, read_rgb, to_mask_array
 
@@ -73,9 +73,21 @@ class _PreparedFrame:
         return tuple(self.image.shape[-2:])
 
 
-def short_side_size(h: int, w: int, short: int) -> Tuple[int, int]:
-    """Size with the shorter side = ``short`` (torchvision ``Resize(int)``); 0 keeps (h, w)."""
-    if short <= 0 or min(h, w) == short:
+def short_side_size(h: int, w: int, short: int, mask: bool = False) -> Tuple[int, int]:
+    """Size with the shorter side = ``short``; 0 keeps (h, w) (spec §7.3).
+
+    Images (``mask=False``) follow torchvision ``Resize(int)``: the longer side is
+    ``int(short * long / shorter)`` and a frame whose shorter side already is ``short`` is
+    kept. Ground-truth masks (``mask=True``) follow the official ``resize_mask``:
+    ``(int(h / min(h, w) * short), int(w / min(h, w) * short))``, another float expression that
+    can be one pixel shorter on the long side (518 x 633 -> image 518 x 633, mask 518 x 632).
+    """
+    if short <= 0:
+        return h, w
+    if mask:
+        m = min(h, w)
+        return max(1, int(h / m * short)), max(1, int(w / m * short))
+    if min(h, w) == short:
         return h, w
     if h <= w:
         return short, max(1, int(short * w / h))
@@ -83,17 +95,29 @@ def short_side_size(h: int, w: int, short: int) -> Tuple[int, int]:
 
 
 def long_side_size(h: int, w: int, long: int) -> Tuple[int, int]:
-    """Size with the longer side = ``long``, the shorter truncated (official VOS resize)."""
-    if h >= w:
-        return long, max(1, int(long * w / h))
-    return max(1, int(long * h / w)), long
+    """Size with the longer side = ``long`` (official VOS ``resize``, spec §7.3).
+
+    The shorter side goes through the aspect ratio ``a = w / h``: landscape (``a > 1``) height
+    ``int(long / a)``, otherwise width ``int(long * a)``; not ``int(long * short / longer)``,
+    which is one pixel larger for some sizes (600 x 672 -> 924, not 925).
+    """
+    aspect = w / h
+    if aspect > 1:
+        return max(1, int(long / aspect)), long
+    return long, max(1, int(long * aspect))
 
 
-def _resize_image(image: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """(3, H, W) float -> (3, h, w), bilinear without antialiasing (official, tensor input)."""
+def _resize_image(image: torch.Tensor, size: Tuple[int, int], antialias: bool = False
+                  ) -> torch.Tensor:
+    """(3, H, W) float -> (3, h, w), bilinear (align_corners False).
+
+    ``antialias=False`` is the official behaviour: the pinned torchvision 0.15 does not
+    antialias tensors (newer torchvision does by default); it only matters when shrinking.
+    """
     if tuple(image.shape[-2:]) == tuple(size):
         return image
-    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False,
+                         antialias=antialias)[0]
 
 
 def _resize_mask(mask: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -205,6 +229,7 @@ class VideoPredictor:
         self.model = predictor.model
         self.pooling = pooling
         self.short_side = vos.SHORT_SIDE
+        self.antialias = vos.ANTIALIAS
         # Official --pad-size and --img-size: frames are padded to a pad_size square after
         # their longer side is resized to image_size (<= pad_size). 0 = MODEL.SINE.PAD_SIZE.
         self.pad_size = vos.PAD_SIZE or self.model.pad_size
@@ -217,6 +242,7 @@ class VideoPredictor:
         self.cache_features = vos.CACHE_FEATURES
         self.use_amp = vos.AMP
         self.encode_chunk = max(1, vos.ENCODE_CHUNK)
+        self.flip_tta = vos.FLIP_TTA
         self._bank_args = MemoryBank.from_config(predictor.cfg)
         self.reset()
 
@@ -280,13 +306,19 @@ class VideoPredictor:
             return FrameResult({}, np.zeros(image.shape[:2], np.uint8))
         prepared = self._prepare(image)
         with self._autocast():
-            tar_feat = self._encode([prepared.image])
+            # Flip test-time augmentation: the mirrored frame is encoded in the same batch.
+            tar_feats = self._encode([prepared.image] + ([prepared.image.flip(-1)]
+                                                         if self.flip_tta else []))
+            # A copy under TTA: the memory must not keep the mirrored frame's features alive.
+            tar_feat = select_features(tar_feats, [0]) if self.flip_tta else tar_feats
             record = _FrameRecord(frame_id, tar_feat if self.cache_features else None,
                                   None if self.cache_features else prepared.image)
             for obj_id, mask in new.items():
                 self.bank.add_object(obj_id, frame_id, (record, self._model_mask(mask, prepared)))
-            result = self._segment(tar_feat, prepared)
-        masks, scores = self._object_masks(result, prepared)
+            results = self._segment(tar_feats, prepared)
+        masks, scores = self._object_masks(results[0], prepared)
+        if self.flip_tta:
+            self._merge_mirrored(masks, scores, *self._object_masks(results[1], prepared))
         for obj_id in self.bank.object_ids:
             mask = _resize_mask(masks[obj_id], prepared.content_size)
             self.bank.push(obj_id, frame_id, (record, mask), scores[obj_id])
@@ -345,14 +377,17 @@ class VideoPredictor:
         h, w = image.shape[:2]
         work = short_side_size(h, w, self.short_side)
         t = torch.from_numpy(np.require(image, requirements=["C", "W"])).to(self.device)
-        t = _resize_image(t.permute(2, 0, 1).float(), work)
+        t = _resize_image(t.permute(2, 0, 1).float(), work, self.antialias)
         t = _resize_image(t, long_side_size(*work, self.image_size))
         return _PreparedFrame(t, work, (h, w))
 
     def _model_mask(self, mask: np.ndarray, prepared: _PreparedFrame) -> torch.Tensor:
-        """Ground-truth mask at the frame size -> (h', w') bool at model resolution (nearest)."""
+        """Ground-truth mask at the frame size -> bool at model resolution (nearest), through
+        the official mask sizes: each resize is computed from the mask's own shape, so the
+        result can differ from the image's content size by a pixel or two (spec §7.3)."""
         m = torch.from_numpy(mask).to(self.device)
-        return _resize_mask(_resize_mask(m, prepared.work_size), prepared.content_size)
+        m = _resize_mask(m, short_side_size(*m.shape, self.short_side, mask=True))
+        return _resize_mask(m, long_side_size(*m.shape, self.image_size))
 
     def _encode(self, images: List[torch.Tensor]) -> Features:
         """(3, h', w') float images -> their features (batch N)."""
@@ -381,19 +416,32 @@ class VideoPredictor:
         ref_masks, ref_labels = [], []
         for r in records:
             masks, ids = groups[r]
-            ref_masks.append(pad_masks(torch.stack(masks), size))
+            # Padded one by one: a ground-truth mask can be a pixel off the frame's content size.
+            ref_masks.append(torch.stack([pad_masks(m[None], size)[0] for m in masks]))
             ref_labels.append(torch.tensor(ids, dtype=torch.int64, device=self.device))
         return feats, ref_masks, ref_labels
 
-    def _segment(self, tar_feat: Features, prepared: _PreparedFrame):
-        """ID results (spec §5.3) of the target against every memory frame of every object,
-        at the work size: one token per object ("vos" pooling), whose id is the object id."""
+    def _segment(self, tar_feats: Features, prepared: _PreparedFrame):
+        """ID results (spec §5.3) of each target of ``tar_feats`` (the frame, then its mirror
+        under flip test-time augmentation) against every memory frame of every object, at the
+        work size: one token per object ("vos" pooling), whose id is the object id."""
         feats, ref_masks, ref_labels = self._references()
         tokens = self.model.reference_tokens(feats, ref_masks, ref_labels, ref_labels,
                                              pooling=self.pooling)
         size = self.pad_size
         geometry = ImageGeometry((size, size), prepared.content_size, prepared.work_size)
-        return self.model.segment(tar_feat, tokens, geometry, outputs={"id"})["id"]
+        n = next(iter(tar_feats.values())).shape[0]
+        return [self.model.segment(select_features(tar_feats, i), tokens, geometry,
+                                   outputs={"id"})["id"] for i in range(n)]
+
+    @staticmethod
+    def _merge_mirrored(masks, scores, mirrored_masks, mirrored_scores):
+        """Flip test-time augmentation: per object, the mirrored frame's prediction (flipped
+        back) replaces the frame's where its score is higher (the surface returns binary
+        masks and scores, so the two are combined at that level)."""
+        for obj_id, score in mirrored_scores.items():
+            if score > scores[obj_id]:
+                masks[obj_id], scores[obj_id] = mirrored_masks[obj_id].flip(-1), score
 
     def _object_masks(self, result, prepared: _PreparedFrame):
         """ID ``Instances`` -> ({id: (h, w) bool}, {id: score}) for every tracked object."""

@@ -7,7 +7,8 @@ from detectron2.utils.logger import setup_logger
 
 from ..config import get_sine_cfg
 
-__all__ = ["REPO_ROOT", "resolve_config_file", "setup_suite"]
+__all__ = ["REPO_ROOT", "add_launch_args", "gather_to_main", "launch_suite",
+           "resolve_config_file", "setup_suite"]
 
 #: The checkout this package runs from (configs/ lives there in an editable install).
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -62,3 +63,37 @@ def setup_suite(
     for name in ("detectron2", "sine", logger_name):
         setup_logger(output_dir, distributed_rank=rank, name=name)
     return cfg
+
+
+def add_launch_args(parser) -> None:
+    """detectron2 ``launch`` options, as ``train_net.py``: one process per GPU (gloo on CPU)."""
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="processes on this machine (one per GPU; on CPU: gloo processes)")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0,
+                        help="rank of this machine (unique per machine)")
+    parser.add_argument("--dist-url", default="auto",
+                        help="initialization URL of the process group (see train_net.py)")
+
+
+def launch_suite(worker, args, *worker_args) -> bool:
+    """Run ``worker(args, *worker_args)`` in ``--num-gpus`` x ``--num-machines`` processes.
+
+    Returns True if it ran in several processes (detectron2 ``launch``), False if it must be
+    called in this process (one process in all: the caller runs it and gets its return value).
+    """
+    if args.num_gpus * args.num_machines <= 1:
+        return False
+    from detectron2.engine import launch
+
+    launch(worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args, *worker_args))
+    return True
+
+
+def gather_to_main(value):
+    """``[value of every process]`` on the main process (rank order), None on the others."""
+    if comm.get_world_size() == 1:
+        return [value]
+    gathered = comm.gather(value, dst=0)
+    return gathered if comm.is_main_process() else None

@@ -191,12 +191,15 @@ def fsod_prototype_sums(
         ref_labels: K int64 tensors (n_k,), class id of every mask.
         size: (mh, mw) pooling resolution.
     Returns:
-        labels (nc,) sorted unique class ids, sums (nc, C) of masked features, counts (nc,) of
-        mask pixels (bilinearly resized masks, > 0).
+        labels (nc,) unique class ids in order of first appearance (official), sums (nc, C) of
+        masked features, counts (nc,) of mask pixels (bilinearly resized masks, > 0; 0 for a
+        class whose masks are all empty).
     """
     if not ref_masks:
         raise ValueError("FSOD pooling needs at least one reference with a mask")
-    labels = torch.unique(torch.cat(ref_labels))
+    all_labels = torch.cat(ref_labels)
+    labels = torch.tensor(list(dict.fromkeys(all_labels.tolist())), dtype=all_labels.dtype,
+                          device=all_labels.device)
     sums = ref_feats.new_zeros((len(labels), ref_feats.shape[1]))
     counts = ref_feats.new_zeros((len(labels),))
     for f, m, lab in zip(ref_feats, ref_masks, ref_labels):
@@ -231,7 +234,8 @@ def pool_class_prototypes(
         size: (mh, mw) pooling resolution.
         pooling: unused (the pooling spans all references); kept for the common signature.
     Returns:
-        id_tokens (1, 0, C), sem_tokens (1, nc, C), id_labels (0,), sem_labels (nc,) sorted.
+        id_tokens (1, 0, C), sem_tokens (1, nc, C), id_labels (0,), sem_labels (nc,) in order of
+        first appearance; a class whose masks are all empty gets a zero prototype.
     """
     labels, sums, counts = fsod_prototype_sums(ref_feats, ref_masks, ref_labels, size)
     sem_tokens = (sums / (counts[:, None] + 1e-8))[None]
