@@ -11,7 +11,9 @@ Steps (each skipped when already satisfied):
 3. detectron2, through ``tools/install_detectron2.py`` (official source or the repackaged
    registry wheel; nothing is compiled; its ``numpy<2`` metadata pin removed), ending with
    numpy 2.
-4. With ``--dev``: Chromium, Gradio and Playwright for the web-demo browser test
+4. panopticapi (PQ evaluation), through ``tools/install_panopticapi.py`` (official source or the
+   hash-pinned registry wheel ``panopticapi-lite``; pure Python).
+5. With ``--dev``: Chromium, Gradio and Playwright for the web-demo browser test
    (``tools/install_browser.sh``); if that cannot be done here, the test says why and skips.
 
 Usage: ``python tools/install_deps.py [--dev]``
@@ -62,6 +64,7 @@ def main():
     run(sys.executable, os.path.join(ROOT, "tools", "install_detectron2.py"))
     if not imports_ok("import numpy, sys; sys.exit(int(numpy.__version__.split('.')[0]) < 2)"):
         sys.exit("numpy is older than 2 after the install; see the pip messages above")
+    run(sys.executable, os.path.join(ROOT, "tools", "install_panopticapi.py"))
     if args.dev:
         browser = subprocess.run(["bash", os.path.join(ROOT, "tools", "install_browser.sh")],
                                  env=dict(os.environ, PYTHON=sys.executable))
