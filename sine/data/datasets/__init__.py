@@ -1,6 +1,7 @@
 """Dataset registrations (importing a module registers its datasets) and record helpers."""
 from . import (  # noqa: F401  (importing a module registers its datasets)
     register_ade20k_panoptic,
+    register_ade20k_semantic,
     register_coco,
     register_lvis,
     register_objects365_sam,
