@@ -15,6 +15,7 @@ __all__ = [
     "check_first_record",
     "register_lazily",
     "ensure_instance_ids",
+    "load_sem_seg_checked",
 ]
 
 DATASETS_README = "datasets/README.md"
@@ -107,3 +108,18 @@ def ensure_instance_ids(record):
                 "the segment's value in the RGB-encoded panoptic PNG (R + 256 G + 256^2 B)"
             )
     return record
+
+
+def load_sem_seg_checked(name, image_root, sem_seg_root, section, image_ext="jpg"):
+    """detectron2's ``load_sem_seg`` (images paired with label PNGs by file stem) with
+    missing-file errors that name the README section.
+
+    Returns:
+        list[dict]: ``{"file_name", "sem_seg_file_name"}`` records.
+    """
+    from detectron2.data.datasets import load_sem_seg
+
+    require_path(image_root, name, section, kind="dir")
+    require_path(sem_seg_root, name, section, kind="dir")
+    records = load_sem_seg(sem_seg_root, image_root, gt_ext="png", image_ext=image_ext)
+    return check_first_record(records, name, section, keys=("file_name", "sem_seg_file_name"))

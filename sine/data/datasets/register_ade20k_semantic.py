@@ -10,10 +10,9 @@ errors that point to the README.
 """
 import os
 
-from detectron2.data.datasets import load_sem_seg
 from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES
 
-from .common import check_first_record, datasets_root, register_lazily, require_path
+from .common import datasets_root, load_sem_seg_checked, register_lazily
 
 __all__ = ["register_ade20k_semantic", "register_all_ade20k_semantic"]
 
@@ -32,14 +31,6 @@ _PREDEFINED_SPLITS_ADE20K_SEMANTIC = {
 }
 
 
-def load_ade20k_semantic(name, image_root, sem_seg_root):
-    """Records ``{file_name, sem_seg_file_name}``, one per image, paired by file stem."""
-    require_path(image_root, name, _SECTION, kind="dir")
-    require_path(sem_seg_root, name, _SECTION, kind="dir")
-    records = load_sem_seg(sem_seg_root, image_root, gt_ext="png", image_ext="jpg")
-    return check_first_record(records, name, _SECTION, keys=("file_name", "sem_seg_file_name"))
-
-
 def register_ade20k_semantic(name, image_root, sem_seg_root, metadata=None, exist_ok=False):
     """Register an ADE20K-style semantic dataset (label PNG values = class index, 255 = ignore).
 
@@ -54,7 +45,7 @@ def register_ade20k_semantic(name, image_root, sem_seg_root, metadata=None, exis
     meta.update(metadata or {})
     register_lazily(
         name,
-        lambda: load_ade20k_semantic(name, image_root, sem_seg_root),
+        lambda: load_sem_seg_checked(name, image_root, sem_seg_root, _SECTION),
         exist_ok=exist_ok,
         image_root=image_root,
         sem_seg_root=sem_seg_root,

@@ -6,6 +6,8 @@ Registered names (when ``<root>/synthetic/meta.json`` exists):
   annotation keeps its unique ``id`` (used as the instance id);
 * ``synthetic_test_novel``: val images that are never few-shot references;
 * ``synthetic_train_panoptic`` / ``synthetic_val_panoptic``: detectron2 "standard" panoptic dicts;
+* ``synthetic_train_sem_seg`` / ``synthetic_val_sem_seg``: semantic labels of the 44 classes
+  (``SemSegEvaluator``; the LoRA transfer's semantic task);
 * ``synthetic_novel_{K}shot_seed{s}``: the few-shot reference annotations, merged per image.
 
 Importing this module registers ``$DETECTRON2_DATASETS/synthetic`` (default ``datasets``) if it
@@ -21,7 +23,7 @@ from detectron2.structures import BoxMode
 from ..synthetic import GENERATOR_VERSION, get_synthetic_metadata, get_synthetic_panoptic_metadata
 from ..synthetic.fewshot import fewshot_file_name
 from .coco_format import load_panoptic_json
-from .common import datasets_root, register_lazily, require_path
+from .common import datasets_root, load_sem_seg_checked, register_lazily, require_path
 from .register_coco import register_coco_instances_with_ids
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,12 @@ _PANOPTIC_SPLITS = {
                                  "annotations/instances_train.json"),
     "synthetic_val_panoptic": ("val", "panoptic_val", "annotations/panoptic_val.json",
                                "annotations/instances_val.json"),
+}
+
+# name -> (image folder, semantic label folder)
+_SEM_SEG_SPLITS = {
+    "synthetic_train_sem_seg": ("train", "sem_seg_train"),
+    "synthetic_val_sem_seg": ("val", "sem_seg_val"),
 }
 
 
@@ -63,6 +71,18 @@ def _register_panoptic(name, image_root, panoptic_root, panoptic_json, instances
         image_root=image_root, panoptic_root=panoptic_root, panoptic_json=panoptic_json,
         json_file=instances_json, evaluator_type="coco_panoptic_seg", ignore_label=255,
         label_divisor=1000, **meta,
+    )
+
+
+def _register_sem_seg(name, image_root, sem_seg_root):
+    _replace(name)
+    meta = get_synthetic_panoptic_metadata()
+    register_lazily(
+        name,
+        lambda: load_sem_seg_checked(name, image_root, sem_seg_root, _SECTION),
+        image_root=image_root, sem_seg_root=sem_seg_root, evaluator_type="sem_seg",
+        ignore_label=255, stuff_classes=meta["stuff_classes"],
+        stuff_colors=meta["stuff_colors"],
     )
 
 
@@ -132,6 +152,10 @@ def register_synthetic(root):
         names.append(name)
     for name, rel_paths in _PANOPTIC_SPLITS.items():
         _register_panoptic(name, *(os.path.join(dataset_dir, p) for p in rel_paths))
+        names.append(name)
+    for name, (image_dir, sem_dir) in _SEM_SEG_SPLITS.items():
+        _register_sem_seg(name, os.path.join(dataset_dir, image_dir),
+                          os.path.join(dataset_dir, sem_dir))
         names.append(name)
     for seed in range(params["fewshot_seeds"]):
         for shot in params["shots"]:

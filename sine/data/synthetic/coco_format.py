@@ -61,5 +61,14 @@ def scene_records(scene, image_id, first_segment_id):
     return annotations, segments_info, id_map, segment_id
 
 
+def semantic_labels(scene, contiguous_ids):
+    """(H, W) uint8 semantic labels of a scene: the contiguous class of every pixel (things and
+    stuff; ``contiguous_ids`` maps dataset ids to 0..C-1), 255 where nothing is annotated."""
+    labels = np.full(scene.image.shape[:2], 255, dtype=np.uint8)
+    for category_id, mask in list(scene.stuff) + list(scene.things):
+        labels[mask] = contiguous_ids[category_id]
+    return labels
+
+
 def image_entry(image_id, file_name, height, width):
     return {"id": image_id, "file_name": file_name, "height": height, "width": width}

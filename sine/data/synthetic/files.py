@@ -26,6 +26,11 @@ def write_png(path, image):
         raise OSError(f"Could not write {path}")
 
 
+def write_label_png(path, labels):
+    """Write (H, W) uint8 class indices as a grayscale PNG (semantic ground truth)."""
+    Image.fromarray(labels, mode="L").save(path)
+
+
 def write_palette_png(path, labels, palette):
     """Write (H, W) uint8 labels as a palette ("P" mode) PNG, as DAVIS annotations are."""
     png = Image.fromarray(labels)

@@ -20,15 +20,15 @@ from .categories import (
     THING_CATEGORIES,
     coco_categories,
 )
-from .coco_format import INFO, id_to_rgb, image_entry, scene_records
+from .coco_format import INFO, id_to_rgb, image_entry, scene_records, semantic_labels
 from .fewshot import reference_pool_size, write_fewshot_files
-from .files import write_jpeg, write_json, write_png
+from .files import write_jpeg, write_json, write_label_png, write_png
 from .scenes import render_scene, sample_instance_counts
 from .videos import render_video, write_video
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1  # bump when the output of a given seed changes
+GENERATOR_VERSION = 2  # bump when the output of a given seed changes
 SPLIT_STREAMS = {"train": 1, "val": 2, "videos": 3}
 # Val scenes: a novel category is this much likelier to be picked than a base one.
 NOVEL_WEIGHT = 3.0
@@ -56,8 +56,10 @@ def _generate_split(tmp_root, split, num_images, seed, ids, num_pool, progress):
     """
     image_dir = os.path.join(tmp_root, split)
     panoptic_dir = os.path.join(tmp_root, f"panoptic_{split}")
-    os.makedirs(image_dir)
-    os.makedirs(panoptic_dir)
+    sem_seg_dir = os.path.join(tmp_root, f"sem_seg_{split}")
+    for folder in (image_dir, panoptic_dir, sem_seg_dir):
+        os.makedirs(folder)
+    contiguous = {c["id"]: i for i, c in enumerate(SYNTHETIC_CATEGORIES)}
     images, annotations, panoptic = [], [], []
     for index in tqdm(range(num_images), desc=f"synthetic {split}", disable=not progress):
         rng = np.random.default_rng([seed, SPLIT_STREAMS[split], index])
@@ -68,6 +70,8 @@ def _generate_split(tmp_root, split, num_images, seed, ids, num_pool, progress):
         height, width = scene.image.shape[:2]
         write_jpeg(os.path.join(image_dir, stem + ".jpg"), scene.image)
         write_png(os.path.join(panoptic_dir, stem + ".png"), id_to_rgb(id_map))
+        write_label_png(os.path.join(sem_seg_dir, stem + ".png"),
+                        semantic_labels(scene, contiguous))
         images.append(image_entry(image_id, stem + ".jpg", height, width))
         annotations.extend(anns)
         panoptic.append({"image_id": image_id, "file_name": stem + ".png",
