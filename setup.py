@@ -31,13 +31,15 @@ setup(
         "dev": ["pytest>=7", "pytest-timeout>=2.1", "ruff>=0.4",
                 # tests/test_web_demo.py (Chromium itself: tools/install_browser.sh)
                 "gradio>=6.0,<7", "playwright>=1.40",
-                *ONNX],  # tests/test_onnx_export.py
+                *ONNX,  # tests/test_onnx_export.py
+                "peft>=0.10"],  # tests/test_transfer.py, tests/test_lora.py
         "demo": ["gradio>=6.0,<7"],  # demo/app.py
         # The SegIC model: SAM's prompt encoder / two-way decoder, the CLIP text tower
         # (transformers 5: the 4.x line pins huggingface-hub < 1, which gradio 6 cannot use) and
         # the CLIP BPE file shipped in open-clip-torch (the offline tokenizer).
         "segic": ["segment-anything>=1.0", "transformers>=5.0", "open-clip-torch>=2.20"],
         "onnx": ONNX,  # tools/export_onnx.py, sine/export/onnx.py
+        "transfer": ["peft>=0.10"],  # LoRA transfer (sine/modeling/lora.py)
     },
     # detectron2 is installed by tools/install_detectron2.py (no compiled ops needed).
 )

@@ -133,12 +133,47 @@ def add_sine_config(cfg):
     # the annotated (every 5th) frames only. Officially off: only annotated frames are processed.
     cfg.TEST.VOS.ALL_FRAMES = False
 
+    # ---------------------------------------------------------------- LoRA transfer (§C.1)
+    # META_ARCHITECTURE "SINETransfer": a trained in-context model (BASE_ARCHITECTURE, weights
+    # BASE_WEIGHTS) adapted to a fixed class set with LoRA on the frozen ViT and one learned
+    # prototype per class that replaces the reference-derived semantic tokens. Only the LoRA
+    # weights and the prototypes are trained; they are saved together as the adapter file.
+    cfg.MODEL.TRANSFER = CN()
+    cfg.MODEL.TRANSFER.BASE_ARCHITECTURE = "SINE"
+    cfg.MODEL.TRANSFER.BASE_WEIGHTS = ""  # in-context checkpoint, loaded before LoRA is added
+    cfg.MODEL.TRANSFER.ADAPTER_WEIGHTS = ""  # adapter file (LoRA + prototypes) to load on top
+    cfg.MODEL.TRANSFER.NUM_CLASSES = 0  # the dataset's classes (contiguous ids 0..N-1)
+    # Contiguous ids of the thing classes (panoptic output); empty = read from the metadata of
+    # the first dataset of DATASETS.TEST / TRAIN that has thing_dataset_id_to_contiguous_id.
+    cfg.MODEL.TRANSFER.THING_CLASSES = []
+    # "reference": each prototype starts as the mask-pooled features of the class in up to
+    # PROTOTYPE_INIT_IMAGES training images (what the in-context model would use); "random".
+    cfg.MODEL.TRANSFER.PROTOTYPE_INIT = "reference"
+    cfg.MODEL.TRANSFER.PROTOTYPE_INIT_IMAGES = 16
+    # Outputs the model returns in evaluation: "sem_seg" and/or "panoptic_seg".
+    cfg.MODEL.TRANSFER.OUTPUTS = ["sem_seg", "panoptic_seg"]
+    # Fold LoRA into the ViT weights in eval mode (no extra cost at inference).
+    cfg.MODEL.TRANSFER.MERGE_FOR_INFERENCE = True
+    cfg.MODEL.TRANSFER.LORA = CN()
+    cfg.MODEL.TRANSFER.LORA.RANK = 32  # paper
+    cfg.MODEL.TRANSFER.LORA.ALPHA = 32.0
+    cfg.MODEL.TRANSFER.LORA.DROPOUT = 0.0
+    cfg.MODEL.TRANSFER.LORA.TARGET_MODULES = ["qkv"]  # DINOv2 attention; add "proj" for all
+    # Panoptic combination of instances (things) and sem_seg (stuff), see
+    # sine/modeling/panoptic_inference.py.
+    cfg.MODEL.TRANSFER.PANOPTIC = CN()
+    cfg.MODEL.TRANSFER.PANOPTIC.INSTANCE_SCORE_THRESH = 0.5
+    cfg.MODEL.TRANSFER.PANOPTIC.OVERLAP_THRESH = 0.8
+    cfg.MODEL.TRANSFER.PANOPTIC.STUFF_AREA_THRESH = 0
+
     # ---------------------------------------------------------------- data
     cfg.INPUT.IMAGE_SIZE = 896  # LSJ target size
     cfg.INPUT.MIN_SCALE = 0.1
     cfg.INPUT.MAX_SCALE = 2.0
     cfg.INPUT.RANDOM_FLIP = "horizontal"
     cfg.INPUT.FORMAT = "RGB"
+    # "in_context_pair" (reference/target pairs) | "transfer" (target alone, LoRA transfer)
+    cfg.INPUT.DATASET_MAPPER_NAME = "in_context_pair"
     # P(reference and target are two augmented views of the same image) -> ID supervision.
     cfg.INPUT.CROP_RATIO = 0.5
     # On an unreadable training image: False raises (naming the file), True logs and redraws.

@@ -13,7 +13,8 @@ from .pair_index import CategoryIndex
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WeightedTrainingSampler", "build_pair_items", "build_pair_train_loader"]
+__all__ = ["WeightedTrainingSampler", "build_pair_items", "build_pair_train_loader",
+           "build_sine_train_loader", "build_transfer_train_loader"]
 
 
 class WeightedTrainingSampler(Sampler):
@@ -86,3 +87,26 @@ def build_pair_train_loader(cfg, mapper=None):
         aspect_ratio_grouping=False,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
     )
+
+
+def build_transfer_train_loader(cfg):
+    """Loader of single target images (LoRA transfer) over ``DATASETS.TRAIN``, with
+    detectron2's infinite training sampler."""
+    from .dataset_mappers.transfer_mapper import TransferMapper
+
+    if not cfg.DATASETS.TRAIN:
+        raise ValueError("DATASETS.TRAIN is empty: name at least one registered dataset")
+    return build_detection_train_loader(cfg, mapper=TransferMapper(cfg))
+
+
+_TRAIN_LOADERS = {"in_context_pair": build_pair_train_loader,
+                  "transfer": build_transfer_train_loader}
+
+
+def build_sine_train_loader(cfg):
+    """The training loader named by ``INPUT.DATASET_MAPPER_NAME``."""
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if name not in _TRAIN_LOADERS:
+        raise ValueError(f"INPUT.DATASET_MAPPER_NAME {name!r} unknown; choose from "
+                         f"{sorted(_TRAIN_LOADERS)}")
+    return _TRAIN_LOADERS[name](cfg)

@@ -11,9 +11,15 @@ def _evaluator_type(dataset_name):
     if evaluator_type is None:
         raise ValueError(
             f"dataset '{dataset_name}' has no evaluator_type in its metadata; SINE evaluates "
-            "'fss' episode datasets (see sine/data/fss_episodes.py::register_fss_episodes)"
+            "'fss' episode datasets (see sine/data/fss_episodes.py::register_fss_episodes) and, "
+            "with the LoRA transfer model, 'sem_seg' and panoptic datasets"
         )
     return evaluator_type
+
+
+# Dense-prediction datasets evaluated with the LoRA transfer model (MODEL.TRANSFER).
+_PANOPTIC_TYPES = ("coco_panoptic_seg", "ade20k_panoptic_seg")
+_TRANSFER_TYPES = ("sem_seg",) + _PANOPTIC_TYPES
 
 
 def build_sine_test_loader(cfg, dataset_name):
@@ -21,6 +27,12 @@ def build_sine_test_loader(cfg, dataset_name):
     if evaluator_type == "fss":
         return build_detection_test_loader(
             DatasetCatalog.get(dataset_name), mapper=FSSEpisodeMapper(cfg)
+        )
+    if evaluator_type in _TRANSFER_TYPES:
+        from ..data.dataset_mappers.transfer_mapper import TransferTestMapper
+
+        return build_detection_test_loader(
+            DatasetCatalog.get(dataset_name), mapper=TransferTestMapper(cfg)
         )
     raise NotImplementedError(f"no SINE test loader for evaluator_type '{evaluator_type}'")
 
@@ -33,4 +45,12 @@ def build_sine_evaluator(cfg, dataset_name, output_folder=None):
         return FSSEvaluator(
             dataset_name, threshold=cfg.MODEL.SINE.TEST.SEM_SEG_THRESH, output_dir=output_folder
         )
+    if evaluator_type == "sem_seg":
+        from detectron2.evaluation import SemSegEvaluator
+
+        return SemSegEvaluator(dataset_name, output_dir=output_folder)
+    if evaluator_type in _PANOPTIC_TYPES:
+        from detectron2.evaluation import COCOPanopticEvaluator
+
+        return COCOPanopticEvaluator(dataset_name, output_folder)
     raise NotImplementedError(f"no SINE evaluator for evaluator_type '{evaluator_type}'")

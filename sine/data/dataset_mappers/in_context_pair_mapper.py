@@ -13,7 +13,8 @@ from ..datasets import ensure_instance_ids, load_sam_segmentations
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InContextPairMapper", "build_pair_augmentation", "PairSamplingError"]
+__all__ = ["InContextPairMapper", "build_pair_augmentation", "PairSamplingError",
+           "read_training_view"]
 
 
 class PairSamplingError(RuntimeError):
@@ -138,28 +139,56 @@ class InContextPairMapper:
 
     def _load_view(self, record):
         """Read and augment one record. Returns ``(uint8 (3,H,W), Instances)`` or None."""
-        record = ensure_instance_ids(load_sam_segmentations(copy.deepcopy(record)))
-        try:
-            image = utils.read_image(record["file_name"], format=self.image_format)
-            utils.check_image_size(record, image)
-        except Exception as e:
-            if not self.skip_bad_images:
-                raise type(e)(
-                    f"cannot read training image {record['file_name']}: {e} "
-                    "(set INPUT.SKIP_BAD_IMAGES True to skip such images)"
-                ) from e
-            logger.warning(f"skipping unreadable image {record['file_name']}: {e}")
-            return None
-        pan_ids = _read_panoptic_ids(record)
-        aug_input = T.AugInput(image, sem_seg=pan_ids)
-        transforms = self.augmentations(aug_input)
-        image = aug_input.image
-        if pan_ids is not None:
-            instances = _panoptic_instances(record, aug_input.sem_seg, image.shape[:2])
-        else:
-            instances = _annotation_instances(record, transforms, image.shape[:2])
-        chw = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return chw, instances
+        return read_training_view(record, self.augmentations, self.image_format,
+                                  self.skip_bad_images)
+
+
+def read_training_view(record, augmentations, image_format="RGB", skip_bad_images=False):
+    """Read one detectron2 record, augment it and build its ground-truth ``Instances``.
+
+    Instances come from the panoptic PNG (every non-crowd segment, id = segment id), else from
+    the semantic label PNG (one instance per class present, id = class + 1), else from
+    ``annotations`` (id = annotation id). Returns ``(uint8 (3, H, W), Instances with gt_masks,
+    gt_classes, ins_ids)``, or None for an unreadable image when ``skip_bad_images``.
+    """
+    record = ensure_instance_ids(load_sam_segmentations(copy.deepcopy(record)))
+    try:
+        image = utils.read_image(record["file_name"], format=image_format)
+        utils.check_image_size(record, image)
+    except Exception as e:
+        if not skip_bad_images:
+            raise type(e)(
+                f"cannot read training image {record['file_name']}: {e} "
+                "(set INPUT.SKIP_BAD_IMAGES True to skip such images)"
+            ) from e
+        logger.warning(f"skipping unreadable image {record['file_name']}: {e}")
+        return None
+    pan_ids = _read_panoptic_ids(record)
+    sem_labels = None
+    if pan_ids is None and "sem_seg_file_name" in record:
+        sem_labels = utils.read_image(record["sem_seg_file_name"]).astype(np.float32)
+    aug_input = T.AugInput(image, sem_seg=pan_ids if pan_ids is not None else sem_labels)
+    transforms = augmentations(aug_input)
+    image = aug_input.image
+    if pan_ids is not None:
+        instances = _panoptic_instances(record, aug_input.sem_seg, image.shape[:2])
+    elif sem_labels is not None:
+        instances = _semantic_instances(aug_input.sem_seg, image.shape[:2])
+    else:
+        instances = _annotation_instances(record, transforms, image.shape[:2])
+    chw = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+    return chw, instances
+
+
+def _semantic_instances(labels, image_size, ignore_label=255):
+    """One instance per class of a semantic label map (id = class + 1; ``ignore_label`` skipped)."""
+    labels = np.rint(labels).astype(np.int64)
+    classes = [int(c) for c in np.unique(labels) if c != ignore_label]
+    masks = torch.from_numpy(np.stack([labels == c for c in classes])) if classes else (
+        torch.zeros((0, *image_size), dtype=torch.bool)
+    )
+    classes = torch.tensor(classes, dtype=torch.int64)
+    return _make_instances(image_size, masks, classes, classes + 1)
 
 
 def _annotation_instances(record, transforms, image_size):

@@ -121,7 +121,10 @@ class DINOv2Encoder(Backbone):
         Returns:
             {"encoder": (B, D, H/p, W/p), "neck": (B, C, H/p, W/p)}
         """
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        # A frozen ViT runs without autograd, unless parameters were added to it and made
+        # trainable afterwards (the LoRA adapters of the transfer model, sine/modeling/lora.py).
+        trainable = not self.frozen or any(p.requires_grad for p in self.encoder.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and trainable):
             enc = self.encoder(images)
         return {"encoder": enc, "neck": self.neck(enc)}
 
