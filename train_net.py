@@ -28,7 +28,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from sine.config import get_sine_cfg
-from sine.data.build import build_pair_train_loader
+from sine.data.build import build_sine_train_loader
+from sine.engine.transfer import AdapterSaver, is_transfer_model, prepare_transfer_model
 from sine.evaluation.build import build_sine_evaluator, build_sine_test_loader
 from sine.solver import build_sine_lr_scheduler, build_sine_optimizer
 
@@ -63,8 +64,22 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        if is_transfer_model(model):
+            prepare_transfer_model(cfg, model)
+        return model
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        if is_transfer_model(self.model):
+            # Before the writers (last), so the adapter is written when training ends.
+            hooks.insert(-1, AdapterSaver(self.cfg.OUTPUT_DIR))
+        return hooks
+
+    @classmethod
     def build_train_loader(cls, cfg):
-        return build_pair_train_loader(cfg)
+        return build_sine_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
