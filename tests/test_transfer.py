@@ -9,11 +9,11 @@ import pytest
 import torch
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from tiny_model import TINY_MODEL_OPTS
 
 from sine.config import get_sine_cfg
 from sine.data.dataset_mappers.transfer_mapper import TransferMapper, TransferTestMapper
 from sine.engine.transfer import prepare_transfer_model
-from tiny_model import TINY_MODEL_OPTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 44  # synthetic: 40 things + 4 stuff
