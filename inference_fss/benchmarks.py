@@ -7,6 +7,8 @@ Each reader turns a benchmark's files into episodes in the format of
 * ``fss_pascal5i_fold{f}_{K}shot``  (f = 0..3; classes ``5f .. 5f+4``; HSNet lists, SBD masks)
 * ``fss_lvis92i_fold{f}_{K}shot``   (f = 0..9; ``val_cat_ids[f + 10v]``; LVIS-92i pickles)
 * ``fss_fss1000_{K}shot``           (the 240 test classes, ids 760..999)
+* ``fss_pascal_part_fold{f}_{K}shot`` (f = 0..3: animals, indoor, person, vehicles; one-shot
+  part segmentation with Matcher's protocol, classes = that super-category's object+part pairs)
 
 for K in {1, 5}, with metadata ``evaluator_type="fss"``, ``fss_class_ids``, ``ignore_label``.
 
@@ -19,11 +21,15 @@ these are the paper's episodes. ``sampler="balanced"`` draws by the same rules f
 Registration touches no file; a missing file raises ``FileNotFoundError`` naming the path and
 the datasets/README.md section when the dataset is loaded.
 """
+import json
 import logging
 import os
 import pickle
 from dataclasses import dataclass
 from typing import Callable, Optional
+
+import numpy as np
+from detectron2.data import MetadataCatalog
 
 from sine.data.datasets.common import datasets_root, require_path
 from sine.data.fss_episodes import (
@@ -258,6 +264,102 @@ def load_fss1000(root, fold, shots, num_episodes, seed, name, sampler="official"
                          record_of=lambda p, c: _fss1000_record(p))
 
 
+# ----------------------------------------------------------------------------- PASCAL-Part
+PASCAL_PART_SUPERCATEGORIES = ("animals", "indoor", "person", "vehicles")
+PASCAL_PART_MAX_EPISODES = 2500
+# Matcher leaves this object+part out of the evaluated classes.
+PASCAL_PART_EXCLUDED = ("aeroplane+TAIL",)
+
+
+def pascal_part_classes(index, supercategory):
+    """The evaluated classes of one super-category, in index order: every ``object+PART`` pair
+    (part names as merged by Matcher's pre-processing) with images in both train and val.
+
+    ``index``: ``all_obj_part_to_image.json`` ({super-category: {"object": {object: {"part":
+    {part: {"train": [image ids], "val": [image ids]}}}}}}).
+    """
+    objects = index[supercategory]["object"]
+    return [f"{obj}+{part}" for obj in objects for part, split in objects[obj]["part"].items()
+            if split["train"] and split["val"] and f"{obj}+{part}" not in PASCAL_PART_EXCLUDED]
+
+
+def _pascal_part_view(base, image_id, obj_name, part_name, rng):
+    """A record of one object of ``obj_name`` in image ``image_id`` (drawn uniformly), its
+    ``part_name`` masks (union) and the object's box as ``crop_box``; None if that object has no
+    such part (the caller draws again, as Matcher does)."""
+    path = os.path.join(base, "Annotations_Part_json_merged_part_classes", f"{image_id}.json")
+    with open(path) as f:
+        objects = [o for o in json.load(f)["object"] if o["name"] == obj_name]
+    if not objects:
+        raise ValueError(f"{path} has no '{obj_name}' although the index lists the image")
+    obj = objects[rng.integers(len(objects))]
+    masks = [m for p in obj["parts"] if p["name"] == part_name for m in p["mask"]]
+    if not masks:
+        return None
+    box = obj["bndbox"]
+    height, width = masks[0]["size"]
+    return {"file_name": os.path.join(base, "JPEGImages", f"{image_id}.jpg"),
+            "segmentations": masks, "height": height, "width": width, "image_id": image_id,
+            "crop_box": [int(box["xmin"]), int(box["ymin"]), int(box["xmax"]),
+                         int(box["ymax"])]}
+
+
+def load_pascal_part(root, fold, shots, num_episodes, seed, name, sampler="official"):
+    """Matcher's one-shot PASCAL-Part protocol for super-category ``fold``.
+
+    Both samplers draw by Matcher's rules from ``np.random.default_rng(seed)``; Matcher's exact
+    episode sequence (global numpy state) is not reproduced.
+
+    Episode e: class = ``classes[e mod n]``; query = an image of the class's val list drawn
+    uniformly, one object of that class in it, and the union of the part's masks on it; the K
+    supports likewise among the other val images of the class. Draws whose object lacks the part
+    are repeated. Query and supports are cropped to their object's box. Episodes: min(number of
+    entries of all val part lists of the super-category, 2500), unless ``num_episodes`` is given.
+    """
+    check_sampler(sampler)
+    base = os.path.join(root, "Pascal-Part", "VOCdevkit", "VOC2010")
+    path = require_path(os.path.join(base, "all_obj_part_to_image.json"), name, "pascal-part")
+    with open(path) as f:
+        index = json.load(f)
+    supercategory = PASCAL_PART_SUPERCATEGORIES[fold]
+    classes = pascal_part_classes(index, supercategory)
+    if not classes:
+        raise ValueError(f"dataset '{name}': {path} has no part class of '{supercategory}' with "
+                         "both train and val images")
+    set_fss_class_ids(name, range(len(classes)))
+    MetadataCatalog.get(name).set(fss_class_names=classes, supercategory=supercategory)
+    objects = index[supercategory]["object"]
+    if num_episodes is None:
+        total = sum(len(split["val"]) for obj in objects.values()
+                    for split in obj["part"].values())
+        num_episodes = min(total, PASCAL_PART_MAX_EPISODES)
+    rng = np.random.default_rng(seed)
+
+    def draw(obj_name, part_name, exclude):
+        candidates = [i for i in objects[obj_name]["part"][part_name]["val"] if i not in exclude]
+        if not candidates:
+            raise ValueError(f"dataset '{name}': no val image of {obj_name}+{part_name} besides "
+                             f"{sorted(exclude)}")
+        for _ in range(1000):
+            image_id = candidates[rng.integers(len(candidates))]
+            record = _pascal_part_view(base, image_id, obj_name, part_name, rng)
+            if record is not None:
+                return record
+        raise ValueError(f"dataset '{name}': no {obj_name} with a {part_name} after 1000 draws")
+
+    episodes = []
+    for e in range(num_episodes):
+        c = e % len(classes)
+        obj_name, part_name = classes[c].split("+", 1)
+        query = draw(obj_name, part_name, set())
+        supports = []
+        for _ in range(shots):
+            taken = {query["image_id"], *(s["image_id"] for s in supports)}
+            supports.append(draw(obj_name, part_name, taken))
+        episodes.append(make_episode(e, c, query, supports))
+    return episodes
+
+
 # ----------------------------------------------------------------------------- registration
 @dataclass(frozen=True)
 class Benchmark:
@@ -278,6 +380,8 @@ BENCHMARKS = {
                         pascal5i_class_ids),
     "lvis": Benchmark("lvis", "lvis92i", 10, 2300, "lvis-92i", load_lvis92i),
     "fss1000": Benchmark("fss1000", "fss1000", 1, None, "fss-1000", load_fss1000),
+    "pascal_part": Benchmark("pascal_part", "pascal_part", 4, None, "pascal-part",
+                             load_pascal_part),
 }
 
 

@@ -23,6 +23,9 @@ class mask comes from, one of:
   ``sem_seg_ignore_value`` (PASCAL-5i: 255, the object boundaries) those pixels are ignored;
 * ``segmentations``: COCO segmentations (polygons or RLE) of the class's instances in this
   image (LVIS-92i); the mask is their union.
+
+Optionally ``crop_box`` (x0, y0, x1, y1 pixels, exclusive end): image and mask are cropped to it
+before anything else (PASCAL-Part: Matcher's crop to the object's bounding box).
 """
 import copy
 import logging
@@ -341,6 +344,20 @@ def class_target(record, class_id, image_hw=None, ignore_label=255):
 
     ``image_hw`` is the image size, needed by ``segmentations`` records without height/width.
     """
+    target = _full_target(record, class_id, image_hw, ignore_label)
+    return _crop(target, record.get("crop_box"))
+
+
+def _crop(array, box):
+    """``array[y0:y1, x0:x1]`` for a (x0, y0, x1, y1) box; the whole array for None."""
+    if box is None:
+        return array
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return array[y0:y1, x0:x1]
+
+
+def _full_target(record, class_id, image_hw, ignore_label):
+    """:func:`class_target` before the ``crop_box`` crop."""
     if "sem_seg_file_name" in record:
         return _png_target(record, class_id, ignore_label)
     hw = (record["height"], record["width"]) if "height" in record else image_hw
@@ -379,7 +396,7 @@ def _read_resized_image(record, size, image_format):
     is not applied: the official loaders and the benchmark masks ignore it.
 
     Returns:
-        (uint8 (3, size, size) tensor, (H, W) original size)
+        (uint8 (3, size, size) tensor, (H, W) original size before any ``crop_box``)
     """
     with Image.open(record["file_name"]) as img:
         img = img.convert("RGB")
@@ -389,6 +406,8 @@ def _read_resized_image(record, size, image_format):
                 f"{record['file_name']}: image is {hw[0]}x{hw[1]} but the record says "
                 f"{record['height']}x{record['width']}"
             )
+        if record.get("crop_box") is not None:
+            img = img.crop(tuple(int(v) for v in record["crop_box"]))
         array = utils.convert_PIL_to_numpy(img.resize((size, size), Image.BILINEAR), image_format)
     return torch.as_tensor(np.ascontiguousarray(array.transpose(2, 0, 1))), hw
 
