@@ -44,7 +44,7 @@ def test_segic_defaults_are_the_released_recipe():
 def test_every_yaml_merges_and_freezes(path):
     cfg = get_sine_cfg(path)  # raises on any unknown key
     cfg.freeze()
-    assert cfg.MODEL.META_ARCHITECTURE in ("SINE", "SegIC")
+    assert cfg.MODEL.META_ARCHITECTURE in ("SINE", "SegIC", "SINETransfer")
     if cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS:
         assert len(cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS) == len(cfg.DATASETS.TRAIN)
 
@@ -65,3 +65,21 @@ def test_every_yaml_sizes_fit_its_vit_patch(path):
         for part in key.split("."):
             value = getattr(value, part)
         assert value % patch == 0, f"{key}={value} is not a multiple of the patch size {patch}"
+
+
+# The configs of the paper numbers of Tables 5a, 6, 7, 8 and 10 (issue 14).
+PAPER_CONFIGS = {
+    "configs/transfer/ade20k_semantic_lora_vitl.yaml": ["54.1"],
+    "configs/transfer/coco_panoptic_lora_vitl.yaml": ["51.0", "57.8", "40.8"],
+    "configs/pretrain/sine_dinov2_vitl14_coco_ade.yaml": ["67.1", "86.3", "28.8"],
+    "configs/parts/pascal_part_1shot.yaml": ["36.2", "22.7", "61.8", "21.7", "38.5"],
+}
+
+
+@pytest.mark.parametrize("rel", sorted(PAPER_CONFIGS))
+def test_paper_configs_state_the_expected_numbers_and_their_command(rel):
+    with open(os.path.join(ROOT, rel)) as f:
+        text = f.read()
+    comments = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert "Expected" in comments and all(v in comments for v in PAPER_CONFIGS[rel])
+    assert "python " in comments  # the command that reproduces it
