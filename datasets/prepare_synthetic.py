@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generate the built-in synthetic dataset into ``<root>/synthetic`` (see datasets/synthetic.md).
 
-Usage: ``python datasets/prepare_synthetic.py [--root datasets] [--seed 0] [--force]``
+Usage: ``python datasets/prepare_synthetic.py [--root datasets] [--seed 0] [--force] [--parts]``
 The root defaults to $DETECTRON2_DATASETS, else ``datasets``. The same seed and sizes always give
 byte-identical files; an existing complete tree with the same parameters is left untouched.
 """
@@ -27,6 +27,10 @@ def parse_args(argv=None):
     parser.add_argument("--shots", type=int, nargs="+", default=[1, 5])
     parser.add_argument("--fewshot-seeds", type=int, default=3)
     parser.add_argument("--force", action="store_true", help="regenerate an existing tree")
+    parser.add_argument("--parts", action="store_true",
+                        help="also write <root>/synthetic_parts (part segmentation)")
+    parser.add_argument("--num-part-train", type=int, default=300)
+    parser.add_argument("--num-part-val", type=int, default=60)
     return parser.parse_args(argv)
 
 
@@ -40,6 +44,13 @@ def main(argv=None):
         force=args.force, progress=True,
     )
     logging.info("Synthetic dataset ready at %s (%.1f s)", path, time.perf_counter() - start)
+    if args.parts:
+        from sine.data.synthetic.parts import generate_synthetic_parts
+
+        path = generate_synthetic_parts(args.root, args.seed, num_train=args.num_part_train,
+                                        num_val=args.num_part_val, force=args.force,
+                                        progress=True)
+        logging.info("Synthetic parts ready at %s", path)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Each reader turns a benchmark's files into episodes in the format of
 * ``fss_fss1000_{K}shot``           (the 240 test classes, ids 760..999)
 * ``fss_pascal_part_fold{f}_{K}shot`` (f = 0..3: animals, indoor, person, vehicles; one-shot
   part segmentation with Matcher's protocol, classes = that super-category's object+part pairs)
+* ``fss_synthetic_parts_fold{f}_{K}shot`` (the same protocol on the generated synthetic parts)
 
 for K in {1, 5}, with metadata ``evaluator_type="fss"``, ``fss_class_ids``, ``ignore_label``.
 
@@ -360,6 +361,13 @@ def load_pascal_part(root, fold, shots, num_episodes, seed, name, sampler="offic
     return episodes
 
 
+def load_synthetic_parts(root, fold, shots, num_episodes, seed, name):
+    """:func:`load_pascal_part` on the generated ``<root>/synthetic_parts`` tree
+    (sine/data/synthetic/parts.py), whose layout is PASCAL-Part's."""
+    return load_pascal_part(os.path.join(root, "synthetic_parts"), fold, shots, num_episodes,
+                            seed, name)
+
+
 # ----------------------------------------------------------------------------- registration
 @dataclass(frozen=True)
 class Benchmark:
@@ -382,6 +390,8 @@ BENCHMARKS = {
     "fss1000": Benchmark("fss1000", "fss1000", 1, None, "fss-1000", load_fss1000),
     "pascal_part": Benchmark("pascal_part", "pascal_part", 4, None, "pascal-part",
                              load_pascal_part),
+    "synthetic_parts": Benchmark("synthetic_parts", "synthetic_parts", 4, None, "synthetic",
+                                 load_synthetic_parts),
 }
 
 

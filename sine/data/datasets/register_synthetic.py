@@ -170,6 +170,25 @@ def register_synthetic(root):
     return names
 
 
+def register_synthetic_parts(root):
+    """Register ``synthetic_parts_train`` (COCO instances of the parts of the generated
+    ``<root>/synthetic_parts`` tree, ids kept) for in-context training on parts."""
+    from ..synthetic.parts import PART_CLASSES
+
+    dataset_dir = os.path.join(root, "synthetic_parts")
+    name = "synthetic_parts_train"
+    _replace(name)
+    register_coco_instances_with_ids(
+        name, {}, os.path.join(dataset_dir, "annotations", "parts_train.json"),
+        os.path.join(dataset_dir, "Pascal-Part", "VOCdevkit", "VOC2010", "JPEGImages"),
+        section=_SECTION,
+    )
+    MetadataCatalog.get(name).set(part_classes=list(PART_CLASSES))
+    return [name]
+
+
 _root = datasets_root()
 if os.path.isfile(os.path.join(_root, "synthetic", "meta.json")):
     register_synthetic(_root)
+if os.path.isfile(os.path.join(_root, "synthetic_parts", "meta.json")):
+    register_synthetic_parts(_root)
