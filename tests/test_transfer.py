@@ -24,7 +24,7 @@ TRANSFER_OPTS = [
     "MODEL.SINE.TRAIN_NUM_POINTS", "256",
     "INPUT.IMAGE_SIZE", "112", "INPUT.DATASET_MAPPER_NAME", "transfer",
     "DATASETS.TRAIN", "('synthetic_train_panoptic',)",
-    "DATASETS.TEST", "('synthetic_val_sem_seg', 'synthetic_val_panoptic')",
+    "DATASETS.TEST", "('synthetic_val_panoptic',)",
     "MODEL.TRANSFER.PANOPTIC.INSTANCE_SCORE_THRESH", "0.0",
 ]
 

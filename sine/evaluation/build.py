@@ -50,7 +50,16 @@ def build_sine_evaluator(cfg, dataset_name, output_folder=None):
 
         return SemSegEvaluator(dataset_name, output_dir=output_folder)
     if evaluator_type in _PANOPTIC_TYPES:
-        from detectron2.evaluation import COCOPanopticEvaluator
+        from detectron2.evaluation import (
+            COCOPanopticEvaluator,
+            DatasetEvaluators,
+            SemSegEvaluator,
+        )
 
-        return COCOPanopticEvaluator(dataset_name, output_folder)
+        panoptic = COCOPanopticEvaluator(dataset_name, output_folder)
+        if MetadataCatalog.get(dataset_name).get("sem_seg_root", None) is None:
+            return panoptic
+        # Semantic labels next to the panoptic ones (as Mask2Former's ADE20K panoptic): mIoU
+        # from the same predictions.
+        return DatasetEvaluators([panoptic, SemSegEvaluator(dataset_name, output_dir=None)])
     raise NotImplementedError(f"no SINE evaluator for evaluator_type '{evaluator_type}'")

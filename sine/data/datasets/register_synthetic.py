@@ -36,12 +36,12 @@ _INSTANCE_SPLITS = {
     "synthetic_val": ("val", "annotations/instances_val.json"),
     "synthetic_test_novel": ("val", "annotations/instances_test_novel.json"),
 }
-# name -> (image folder, panoptic PNG folder, panoptic json, instances json)
+# name -> (image folder, panoptic PNG folder, panoptic json, instances json, semantic folder)
 _PANOPTIC_SPLITS = {
     "synthetic_train_panoptic": ("train", "panoptic_train", "annotations/panoptic_train.json",
-                                 "annotations/instances_train.json"),
+                                 "annotations/instances_train.json", "sem_seg_train"),
     "synthetic_val_panoptic": ("val", "panoptic_val", "annotations/panoptic_val.json",
-                               "annotations/instances_val.json"),
+                               "annotations/instances_val.json", "sem_seg_val"),
 }
 
 # name -> (image folder, semantic label folder)
@@ -59,18 +59,29 @@ def _replace(name):
         MetadataCatalog.remove(name)
 
 
-def _register_panoptic(name, image_root, panoptic_root, panoptic_json, instances_json):
+def _with_semantic_labels(records, sem_seg_root):
+    """Point every panoptic record to its semantic label PNG (same stem), so that one pass of a
+    model is scored by COCOPanopticEvaluator and SemSegEvaluator together."""
+    for r in records:
+        stem = os.path.splitext(os.path.basename(r["pan_seg_file_name"]))[0]
+        r["sem_seg_file_name"] = os.path.join(sem_seg_root, stem + ".png")
+    return records
+
+
+def _register_panoptic(name, image_root, panoptic_root, panoptic_json, instances_json,
+                       sem_seg_root):
     _replace(name)
     meta = get_synthetic_panoptic_metadata()
     category_meta = {k: meta[k] for k in ("thing_dataset_id_to_contiguous_id",
                                           "stuff_dataset_id_to_contiguous_id")}
     register_lazily(
         name,
-        lambda: load_panoptic_json(panoptic_json, image_root, panoptic_root, name, _SECTION,
-                                   category_meta),
+        lambda: _with_semantic_labels(
+            load_panoptic_json(panoptic_json, image_root, panoptic_root, name, _SECTION,
+                               category_meta), sem_seg_root),
         image_root=image_root, panoptic_root=panoptic_root, panoptic_json=panoptic_json,
-        json_file=instances_json, evaluator_type="coco_panoptic_seg", ignore_label=255,
-        label_divisor=1000, **meta,
+        sem_seg_root=sem_seg_root, json_file=instances_json, evaluator_type="coco_panoptic_seg",
+        ignore_label=255, label_divisor=1000, **meta,
     )
 
 
