@@ -48,18 +48,19 @@ def build_sine_evaluator(cfg, dataset_name, output_folder=None):
     if evaluator_type == "sem_seg":
         from detectron2.evaluation import SemSegEvaluator
 
-        return SemSegEvaluator(dataset_name, output_dir=output_folder)
+        from .panoptic_sem_seg import load_label_png
+
+        return SemSegEvaluator(dataset_name, output_dir=output_folder,
+                               sem_seg_loading_fn=load_label_png)
     if evaluator_type in _PANOPTIC_TYPES:
-        from detectron2.evaluation import (
-            COCOPanopticEvaluator,
-            DatasetEvaluators,
-            SemSegEvaluator,
-        )
+        from detectron2.evaluation import COCOPanopticEvaluator, DatasetEvaluators
+
+        from .panoptic_sem_seg import PanopticSemSegEvaluator
 
         panoptic = COCOPanopticEvaluator(dataset_name, output_folder)
         if MetadataCatalog.get(dataset_name).get("sem_seg_root", None) is None:
             return panoptic
         # Semantic labels next to the panoptic ones (as Mask2Former's ADE20K panoptic): mIoU
         # from the same predictions.
-        return DatasetEvaluators([panoptic, SemSegEvaluator(dataset_name, output_dir=None)])
+        return DatasetEvaluators([panoptic, PanopticSemSegEvaluator(dataset_name)])
     raise NotImplementedError(f"no SINE evaluator for evaluator_type '{evaluator_type}'")
