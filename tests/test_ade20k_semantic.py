@@ -13,6 +13,7 @@ from PIL import Image
 
 from sine.data.datasets import register_ade20k_semantic
 from sine.data.datasets.common import datasets_root
+from sine.evaluation.panoptic_sem_seg import load_label_png
 
 NAMES = list(register_ade20k_semantic._PREDEFINED_SPLITS_ADE20K_SEMANTIC)
 H, W = 4, 8
@@ -62,7 +63,8 @@ def test_sem_seg_evaluator_miou_on_registered_split(ade_root):
     scores = torch.zeros(150, H, W)
     scores[0, :, :5] = 1
     scores[5, :, 5:] = 1
-    evaluator = SemSegEvaluator("ade20k_sem_seg_val_sine", distributed=False)
+    evaluator = SemSegEvaluator("ade20k_sem_seg_val_sine", distributed=False,
+                                sem_seg_loading_fn=load_label_png)
     evaluator.reset()
     for r in records:
         evaluator.process([{"file_name": r["file_name"]}], [{"sem_seg": scores}])

@@ -307,6 +307,7 @@ def test_semantic_labels_match_panoptic_and_evaluate(tiny_root):
     from detectron2.evaluation import SemSegEvaluator
 
     from sine.data.datasets.register_synthetic import register_synthetic
+    from sine.evaluation.panoptic_sem_seg import load_label_png
 
     register_synthetic(tiny_root)
     meta = MetadataCatalog.get("synthetic_val_panoptic")
@@ -323,7 +324,8 @@ def test_semantic_labels_match_panoptic_and_evaluate(tiny_root):
 
     records = DatasetCatalog.get("synthetic_val_sem_seg")
     assert len(MetadataCatalog.get("synthetic_val_sem_seg").stuff_classes) == 44
-    evaluator = SemSegEvaluator("synthetic_val_sem_seg", distributed=False)
+    evaluator = SemSegEvaluator("synthetic_val_sem_seg", distributed=False,
+                                sem_seg_loading_fn=load_label_png)
     evaluator.reset()
     for r in records[:3]:
         gt = torch.as_tensor(np.asarray(Image.open(r["sem_seg_file_name"])).astype(np.int64))

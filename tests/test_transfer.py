@@ -157,6 +157,8 @@ def test_merged_inference_equals_the_unmerged_adapter(synthetic_root, base_weigh
 def test_outputs_feed_the_detectron2_evaluators(synthetic_root, base_weights, tmp_path):
     from detectron2.evaluation import COCOPanopticEvaluator, SemSegEvaluator
 
+    from sine.evaluation.panoptic_sem_seg import load_label_png
+
     cfg = _cfg(base_weights)
     inputs, outputs = _eval_outputs(_model(cfg), cfg)
     first = outputs[0]
@@ -164,7 +166,8 @@ def test_outputs_feed_the_detectron2_evaluators(synthetic_root, base_weights, tm
     pan, segments = first["panoptic_seg"]
     assert pan.shape == (inputs[0]["height"], inputs[0]["width"])
     assert sorted(s["id"] for s in segments) == sorted(set(pan.unique().tolist()) - {0})
-    sem = SemSegEvaluator("synthetic_val_sem_seg", distributed=False)
+    sem = SemSegEvaluator("synthetic_val_sem_seg", distributed=False,
+                          sem_seg_loading_fn=load_label_png)
     pq = COCOPanopticEvaluator("synthetic_val_panoptic", str(tmp_path))
     for ev in (sem, pq):
         ev.reset()
