@@ -69,7 +69,7 @@ def test_loader_and_evaluator_dispatch(synthetic_root):
     # The synthetic panoptic split also has semantic labels: PQ and mIoU from one pass.
     both = build_sine_evaluator(cfg, "synthetic_val_panoptic")
     assert [type(e).__name__ for e in both._evaluators] == ["COCOPanopticEvaluator",
-                                                             "SemSegEvaluator"]
+                                                             "PanopticSemSegEvaluator"]
     record = DatasetCatalog.get("synthetic_val_panoptic")[0]
     assert os.path.basename(record["sem_seg_file_name"]) == \
         os.path.basename(record["pan_seg_file_name"])
