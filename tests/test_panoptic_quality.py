@@ -141,3 +141,41 @@ def test_coco_panoptic_evaluator_runs_on_panopticapi(gt_set, tmp_path):
     assert res["PQ"] == pytest.approx(100 * PQ_ALL)
     assert res["PQ_th"] == pytest.approx(100 * PQ_THINGS)
     assert res["PQ_st"] == pytest.approx(100 * PQ_STUFF)
+
+
+def test_installer_rewrites_the_registry_wheel_requirements(tmp_path):
+    """The registry wheel's numpy<2 / scikit-image / matplotlib requirements are replaced by
+    what panopticapi imports, with every RECORD hash still true (pip verifies them)."""
+    import base64
+    import hashlib
+    import importlib.util
+    import zipfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        "install_panopticapi", os.path.join(root, "tools", "install_panopticapi.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src = tmp_path / "panopticapi_lite-0.2.0-py3-none-any.whl"
+    meta = ("Metadata-Version: 2.4\nName: panopticapi-lite\nVersion: 0.2.0\n"
+            "Requires-Dist: matplotlib>=3.7.5\nRequires-Dist: numpy<2.0.0,>=1.23.5\n"
+            "Requires-Dist: scikit-image>=0.21.0\n\n# README\n")
+    with zipfile.ZipFile(src, "w") as z:
+        z.writestr("panopticapi/evaluation.py", "OFFSET = 256 * 256 * 256\n")
+        z.writestr("panopticapi_lite-0.2.0.dist-info/METADATA", meta)
+        z.writestr("panopticapi_lite-0.2.0.dist-info/RECORD", "")
+    out = tmp_path / "out"
+    out.mkdir()
+    with zipfile.ZipFile(tool.rewrite_requirements(str(src), str(out))) as z:
+        metadata = z.read("panopticapi_lite-0.2.0.dist-info/METADATA").decode()
+        record = z.read("panopticapi_lite-0.2.0.dist-info/RECORD").decode().splitlines()
+        contents = {n: z.read(n) for n in z.namelist()}
+    requires = [ln for ln in metadata.splitlines() if ln.startswith("Requires-Dist:")]
+    assert requires == ["Requires-Dist: numpy", "Requires-Dist: Pillow"]
+    assert metadata.endswith("\n\n# README\n")  # the description is kept after the header
+    for line in record:
+        name, digest, size = line.split(",")
+        if not name.endswith("RECORD"):
+            data = contents[name]
+            expected = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            assert (digest, int(size)) == (f"sha256={expected.decode()}", len(data))

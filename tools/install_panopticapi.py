@@ -8,24 +8,32 @@ preference:
 3. Otherwise the registry distribution ``panopticapi-lite==0.2.0``: a pure-Python wheel holding
    the official ``panopticapi`` package unchanged (``evaluation.py``, ``utils.py``, ...). Its
    sha256 is pinned, and ``tests/test_panoptic_quality.py`` checks that its PQ equals the PQ
-   worked out by hand on small cases. It is installed with ``--no-deps``: its metadata lists
-   matplotlib and scikit-image, which ``pq_compute`` never imports (it needs numpy and Pillow,
-   both already required by sine). Nothing is compiled.
+   worked out by hand on small cases. Its metadata lists matplotlib, scikit-image and
+   ``numpy<2``, none of which ``panopticapi`` needs (it imports numpy and Pillow only, and runs on
+   numpy 2): the wheel's requirements are rewritten to ``numpy`` and ``Pillow`` before it is
+   installed, so pip neither pulls the others nor downgrades numpy, and ``pip check`` stays
+   clean. An earlier install that still carries the old requirements is replaced. Nothing is
+   compiled.
 
 Usage: ``python tools/install_panopticapi.py [--force] [--no-official]``
 """
 import argparse
+import base64
 import hashlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import zipfile
 
 OFFICIAL_SOURCE = "git+https://github.com/cocodataset/panopticapi.git"
 REGISTRY_PACKAGE = "panopticapi-lite==0.2.0"
 REGISTRY_WHEEL = "panopticapi_lite-0.2.0-py3-none-any.whl"
 REGISTRY_SHA256 = "58d3ffa842a72240162e7fa744c602a0a5320baabbdb3295d770374f4639b486"
+REGISTRY_DIST = "panopticapi-lite"
+# What panopticapi's modules import (evaluation, utils, combine_semantic_and_instance_...).
+REQUIREMENTS = ["Requires-Dist: numpy", "Requires-Dist: Pillow"]
 
 
 def _pip(*args):
@@ -37,6 +45,44 @@ def _pip(*args):
 def panopticapi_importable():
     code = "from panopticapi.evaluation import pq_compute; from panopticapi.utils import id2rgb"
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def registry_install_has_foreign_requirements():
+    """True if an installed registry wheel still declares its original requirements."""
+    code = ("import importlib.metadata as m, sys\n"
+            "try: reqs = m.requires(%r) or []\n"
+            "except m.PackageNotFoundError: sys.exit(0)\n"
+            "sys.exit(int(any('scikit-image' in r or 'numpy<' in r.replace(' ', '') "
+            "for r in reqs)))" % REGISTRY_DIST)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 1
+
+
+def _record_hash(data):
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def rewrite_requirements(src, dst_dir):
+    """Copy wheel ``src`` to ``dst_dir`` with its ``Requires-Dist`` lines replaced by
+    :data:`REQUIREMENTS` (and RECORD hashes updated); returns the new wheel's path."""
+    dst = os.path.join(dst_dir, os.path.basename(src))
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        record_name, records = None, []
+        for info in zin.infolist():
+            if info.filename.endswith(".dist-info/RECORD"):
+                record_name = info.filename
+                continue
+            data = zin.read(info.filename)
+            if info.filename.endswith(".dist-info/METADATA"):
+                lines = data.decode().split("\n")
+                header_end = lines.index("") if "" in lines else len(lines)
+                header = [ln for ln in lines[:header_end] if not ln.startswith("Requires-Dist:")]
+                data = "\n".join(header + REQUIREMENTS + lines[header_end:]).encode()
+            zout.writestr(info.filename, data)
+            records.append(f"{info.filename},{_record_hash(data)},{len(data)}")
+        records.append(f"{record_name},,")
+        zout.writestr(record_name, "\n".join(records) + "\n")
+    return dst
 
 
 def github_reachable(timeout=3.0):
@@ -56,7 +102,9 @@ def install_from_registry():
         if sha != REGISTRY_SHA256:
             sys.exit(f"sha256 mismatch for {REGISTRY_WHEEL}: got {sha}, expected "
                      f"{REGISTRY_SHA256}; refusing to install an unverified panopticapi")
-        _pip("install", "--no-deps", wheel)
+        out = os.path.join(tmp, "rewritten")
+        os.makedirs(out)
+        _pip("install", "--force-reinstall", "--no-deps", rewrite_requirements(wheel, out))
 
 
 def main():
@@ -64,10 +112,14 @@ def main():
     parser.add_argument("--force", action="store_true", help="reinstall even if importable")
     parser.add_argument("--no-official", action="store_true", help="skip the GitHub source")
     args = parser.parse_args()
-    if not args.force and panopticapi_importable():
+    if registry_install_has_foreign_requirements():
+        print(f"{REGISTRY_DIST} is installed with requirements it does not need (numpy<2, ...): "
+              "reinstalling it without them")
+        install_from_registry()
+    elif not args.force and panopticapi_importable():
         print("panopticapi already installed")
         return
-    if not args.no_official and github_reachable():
+    elif not args.no_official and github_reachable():
         try:
             _pip("install", OFFICIAL_SOURCE)
         except subprocess.CalledProcessError:
