@@ -89,6 +89,25 @@ def test_existing_tree_is_kept_unless_forced(tiny_root):
         generate_synthetic(tiny_root, seed=3, **TINY)
 
 
+def test_tree_of_an_older_generator_is_regenerated(tmp_path):
+    """A tree made with the same parameters by an older generator version (e.g. one without
+    the semantic labels) is replaced without --force; its outdated files do not survive."""
+    small = dict(TINY, num_videos=0)
+    dataset_dir = generate_synthetic(str(tmp_path), seed=0, **small)
+    meta_path = os.path.join(dataset_dir, "meta.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta["params"]["version"] = generate_module.GENERATOR_VERSION - 1
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    stale = os.path.join(dataset_dir, "stale.txt")
+    open(stale, "w").close()
+    generate_synthetic(str(tmp_path), seed=0, **small)
+    with open(meta_path) as f:
+        assert json.load(f)["params"]["version"] == generate_module.GENERATOR_VERSION
+    assert not os.path.exists(stale)
+
+
 def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise KeyboardInterrupt

@@ -189,7 +189,15 @@ def generate_synthetic(root, seed=0, *, num_train=600, num_val=200, num_videos=6
     if existing == params and not force:
         logger.info("Synthetic dataset already complete at %s; skipping.", dataset_dir)
         return dataset_dir
-    if os.path.exists(dataset_dir) and not force:
+    outdated = existing is not None and existing.get("version") != GENERATOR_VERSION and \
+        {k: v for k, v in existing.items() if k != "version"} == \
+        {k: v for k, v in params.items() if k != "version"}
+    if outdated:
+        # Same request, older generator (e.g. a tree without the semantic labels of version 2):
+        # nothing of the user's to keep, so it is regenerated.
+        logger.info("%s was made by synthetic-generator version %s; regenerating it with "
+                    "version %s.", dataset_dir, existing.get("version"), GENERATOR_VERSION)
+    elif os.path.exists(dataset_dir) and not force:
         raise FileExistsError(
             f"{dataset_dir} exists but was generated with other parameters ({existing}); "
             "pass force=True (--force) to regenerate it."
