@@ -107,6 +107,13 @@ class SINETransfer(nn.Module):
                              "metadata has thing_dataset_id_to_contiguous_id")
         if num_classes <= 0:
             raise ValueError("MODEL.TRANSFER.NUM_CLASSES must be the number of dataset classes")
+        missing = [a for a in ("encode", "segment", "decode_tokens", "criterion")
+                   if not hasattr(base, a)]
+        if missing:
+            raise TypeError(
+                f"MODEL.TRANSFER.BASE_ARCHITECTURE builds {type(base).__name__}, which lacks "
+                f"{missing}: the transfer needs a SINE-like model (class prototypes as "
+                "SINEReferenceTokens semantic tokens, raw decoding and a training criterion)")
         self.base = base
         self.base.requires_grad_(False)
         add_lora(_vit(base), lora_rank, lora_alpha, lora_targets, lora_dropout)
