@@ -361,11 +361,11 @@ def load_pascal_part(root, fold, shots, num_episodes, seed, name, sampler="offic
     return episodes
 
 
-def load_synthetic_parts(root, fold, shots, num_episodes, seed, name):
+def load_synthetic_parts(root, fold, shots, num_episodes, seed, name, sampler="official"):
     """:func:`load_pascal_part` on the generated ``<root>/synthetic_parts`` tree
     (sine/data/synthetic/parts.py), whose layout is PASCAL-Part's."""
     return load_pascal_part(os.path.join(root, "synthetic_parts"), fold, shots, num_episodes,
-                            seed, name)
+                            seed, name, sampler=sampler)
 
 
 # ----------------------------------------------------------------------------- registration
