@@ -122,6 +122,11 @@ def add_sine_config(cfg):
     cfg.MODEL.SINE.VOS.CACHE_FEATURES = True
     cfg.MODEL.SINE.VOS.AMP = True  # fp16 autocast on CUDA, as the official eval; never on CPU
     cfg.MODEL.SINE.VOS.ENCODE_CHUNK = 4  # memory frames per encoder batch when re-encoding
+    # Video predictor policies (sine/engine/vos_policies.py), model-independent:
+    # memory "ranked" (SINE: the keys above) | "first_latest" (SegIC: first-frame ground truth +
+    # latest prediction); merge "highest_id" (SINE) | "max_sigmoid" (SegIC's logit merge).
+    cfg.MODEL.SINE.VOS.MEMORY_POLICY = "ranked"
+    cfg.MODEL.SINE.VOS.MERGE = "highest_id"
     # Flip test-time augmentation: every frame is also segmented mirrored (same memory); per
     # object the higher-scoring of the two predictions (mirrored one flipped back) is kept.
     # Not used by the official scripts.

@@ -30,8 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from ..modeling.in_context import Features, ImageGeometry, concat_features, select_features
-from .memory_bank import MemoryBank, merge_object_masks
+from .memory_bank import merge_object_masks
 from .predictor import InContextPredictor, pad_masks, read_rgb, to_mask_array
+from .vos_policies import build_vos_policies
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +244,9 @@ class VideoPredictor:
         self.use_amp = vos.AMP
         self.encode_chunk = max(1, vos.ENCODE_CHUNK)
         self.flip_tta = vos.FLIP_TTA
-        self._bank_args = MemoryBank.from_config(predictor.cfg)
+        # Which memory frames an object keeps and reads, and how objects are merged
+        # (MODEL.SINE.VOS.MEMORY_POLICY / MERGE; sine/engine/vos_policies.py).
+        self.memory, self.merge = build_vos_policies(predictor.cfg)
         self.reset()
 
     @classmethod
@@ -256,7 +259,7 @@ class VideoPredictor:
 
     def reset(self) -> None:
         """Forget every object and memory frame (a new video)."""
-        self.bank = MemoryBank(**self._bank_args)
+        self.bank = self.memory.new_bank()
         self.last_frame_id: Optional[int] = None
         self.last_scores: Dict[int, float] = {}
 
@@ -313,14 +316,21 @@ class VideoPredictor:
             tar_feat = select_features(tar_feats, [0]) if self.flip_tta else tar_feats
             record = _FrameRecord(frame_id, tar_feat if self.cache_features else None,
                                   None if self.cache_features else prepared.image)
-            for obj_id, mask in new.items():
-                self.bank.add_object(obj_id, frame_id, (record, self._model_mask(mask, prepared)))
-            results = self._segment(tar_feats, prepared)
-        masks, scores = self._object_masks(results[0], prepared)
-        if self.flip_tta:
-            self._merge_mirrored(masks, scores, *self._object_masks(results[1], prepared))
-        for obj_id in self.bank.object_ids:
-            mask = _resize_mask(masks[obj_id], prepared.content_size)
+            new_masks = {i: self._model_mask(m, prepared) for i, m in new.items()}
+            for obj_id, mask in new_masks.items():
+                self.bank.add_object(obj_id, frame_id, (record, mask))
+            # Objects whose ground truth is given here are output as it, not decoded, when the
+            # memory policy says so (SegIC); others are decoded against the memory.
+            given = {} if self.memory.decode_given_frame else new_masks
+            decoded = set(self.bank.object_ids) - set(given)
+            results = self._segment(tar_feats, prepared) if decoded else [None]
+        masks, scores, rows = self._object_masks(results[0], given, prepared)
+        if self.flip_tta and results[0] is not None:
+            mirrored, mirrored_scores, _ = self._object_masks(results[1], given, prepared)
+            self._merge_mirrored(masks, scores, mirrored, mirrored_scores)
+        for obj_id in decoded:
+            mask = self.memory.memory_mask(results[0], rows.get(obj_id), masks[obj_id],
+                                           prepared.content_size)
             self.bank.push(obj_id, frame_id, (record, mask), scores[obj_id])
         self.last_scores = scores
         out = {i: _resize_mask(m, prepared.original_size).cpu().numpy() for i, m in masks.items()}
@@ -443,12 +453,30 @@ class VideoPredictor:
             if score > scores[obj_id]:
                 masks[obj_id], scores[obj_id] = mirrored_masks[obj_id].flip(-1), score
 
-    def _object_masks(self, result, prepared: _PreparedFrame):
-        """ID ``Instances`` -> ({id: (h, w) bool}, {id: score}) for every tracked object."""
-        masks = {i: torch.zeros(prepared.work_size, dtype=torch.bool, device=self.device)
-                 for i in self.bank.object_ids}
-        scores = dict.fromkeys(self.bank.object_ids, 0.0)
-        for obj_id, mask, score in zip(result.pred_ids.tolist(), result.pred_masks,
-                                       result.scores.tolist()):
-            masks[obj_id], scores[obj_id] = mask, score
-        return masks, scores
+    def _object_masks(self, result, given: Dict[int, torch.Tensor], prepared: _PreparedFrame):
+        """ID ``Instances`` (or None) and the model-resolution ground truth of objects output
+        as given -> ({id: (h, w) bool} merged by the merge policy, {id: score},
+        {id: row of ``result``}) for every tracked object, at the work size."""
+        ids = self.bank.object_ids
+        size = prepared.work_size
+        masks = torch.zeros((len(ids), *size), dtype=torch.bool, device=self.device)
+        with_logits = result is None or result.has("pred_mask_logits")
+        logits = torch.full((len(ids), *size), -1.0, device=self.device) if with_logits else None
+        scores, rows = dict.fromkeys(ids, 0.0), {}
+        if result is not None:
+            for r, (obj_id, score) in enumerate(zip(result.pred_ids.tolist(),
+                                                    result.scores.tolist())):
+                k = ids.index(obj_id)
+                masks[k], scores[obj_id], rows[obj_id] = result.pred_masks[r], score, r
+                if logits is not None:
+                    logits[k] = result.pred_mask_logits[r].float()
+        for obj_id, mask in given.items():
+            # Official SegIC frame 0: the model-resolution ground truth, resized bilinearly to
+            # the frame (slightly dilated at > 0) and merged like logits.
+            k = ids.index(obj_id)
+            gt = F.interpolate(mask[None, None].float(), size=size, mode="bilinear",
+                               align_corners=False)[0, 0]
+            masks[k], scores[obj_id] = gt > 0, 1.0
+            if logits is not None:
+                logits[k] = gt
+        return self.merge(ids, masks, logits), scores, rows
