@@ -12,6 +12,8 @@ Each reader turns a benchmark's files into episodes in the format of
 * ``fss_synthetic_parts_fold{f}_{K}shot`` (the same protocol on the generated synthetic parts)
 
 for K in {1, 5}, with metadata ``evaluator_type="fss"``, ``fss_class_ids``, ``ignore_label``.
+Every episode also carries its "class_name" (COCO / PASCAL VOC / LVIS category names, FSS-1000
+folder names; "_" read as a space), SegIC's text prompt.
 
 Episodes are drawn up front, so they do not depend on workers or processes. The default
 ``sampler="official"`` (``TEST.FSS.SAMPLER``) reproduces the official episode sequences exactly
@@ -39,6 +41,7 @@ from sine.data.fss_episodes import (
     class_uniform_picker,
     draw_episodes,
     make_episode,
+    name_episodes,
     official_class_episodes,
     register_episode_dataset,
     set_fss_class_ids,
@@ -56,6 +59,24 @@ __all__ = [
 ]
 
 FSS1000_TEST_CLASS_OFFSET = 760  # official: test classes are 760..999 of the 1000
+PASCAL_VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor")
+
+
+def coco_class_names():
+    """The 80 COCO thing names in category-id order (COCO-20i class ids 0..79)."""
+    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    return [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
+
+
+def lvis_class_names():
+    """LVIS v1 category id -> name ("aerosol_can" -> "aerosol can")."""
+    from detectron2.data.datasets.lvis_v1_categories import LVIS_CATEGORIES
+
+    return {c["id"]: c["name"].replace("_", " ") for c in LVIS_CATEGORIES}
 
 
 def _read_list(path, sampler):
@@ -252,6 +273,7 @@ def load_fss1000(root, fold, shots, num_episodes, seed, name, sampler="official"
         return class_of[cat], image
 
     n = len(images) if num_episodes is None else num_episodes
+    class_names = {c: cat.replace("_", " ") for cat, c in class_of.items()}
     if sampler == "official":
         draws = LegacyDraws(seed)
         episodes = []
@@ -260,9 +282,10 @@ def load_fss1000(root, fold, shots, num_episodes, seed, name, sampler="official"
             supports = draws.supports(candidates_of[c], q, shots)
             episodes.append(make_episode(e, c, _fss1000_record(q),
                                          [_fss1000_record(s) for s in supports]))
-        return episodes
-    return draw_episodes(n, pick, candidates_of, shots, seed,
-                         record_of=lambda p, c: _fss1000_record(p))
+        return name_episodes(episodes, class_names)
+    episodes = draw_episodes(n, pick, candidates_of, shots, seed,
+                             record_of=lambda p, c: _fss1000_record(p))
+    return name_episodes(episodes, class_names)
 
 
 # ----------------------------------------------------------------------------- PASCAL-Part
@@ -380,13 +403,16 @@ class Benchmark:
     section: str  # datasets/README.md anchor
     load: Callable
     class_ids: Optional[Callable] = None  # fold -> classes, when known without reading data
+    class_names: Optional[Callable] = None  # () -> class id -> name (list or dict)
 
 
 BENCHMARKS = {
-    "coco": Benchmark("coco", "coco20i", 4, 1000, "coco-20i", load_coco20i, coco20i_class_ids),
+    "coco": Benchmark("coco", "coco20i", 4, 1000, "coco-20i", load_coco20i, coco20i_class_ids,
+                      coco_class_names),
     "pascal": Benchmark("pascal", "pascal5i", 4, 1000, "pascal-5i", load_pascal5i,
-                        pascal5i_class_ids),
-    "lvis": Benchmark("lvis", "lvis92i", 10, 2300, "lvis-92i", load_lvis92i),
+                        pascal5i_class_ids, lambda: PASCAL_VOC_CLASSES),
+    "lvis": Benchmark("lvis", "lvis92i", 10, 2300, "lvis-92i", load_lvis92i,
+                      class_names=lvis_class_names),
     "fss1000": Benchmark("fss1000", "fss1000", 1, None, "fss-1000", load_fss1000),
     "pascal_part": Benchmark("pascal_part", "pascal_part", 4, None, "pascal-part",
                              load_pascal_part),
@@ -445,6 +471,8 @@ def register_fss_benchmark(benchmark, fold, shots, root=None, num_episodes=None,
 
     def load():
         episodes = b.load(root, fold, shots, num_episodes, seed, name, sampler=sampler)
+        if b.class_names is not None:
+            name_episodes(episodes, b.class_names())
         return _check_files(episodes, name, b.section)
 
     register_episode_dataset(

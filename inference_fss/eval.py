@@ -122,6 +122,27 @@ def register_folds(args, cfg):
     ]
 
 
+def text_prompt(cfg) -> str:
+    """The text a model reads with each support, reported with the scores: "class name"
+    (SegIC's official one-shot evaluation), "task description" (SegIC without class names),
+    "empty prompt" (SegIC's --no_text_eval) or "none" (no text slot, or a model without text)."""
+    if cfg.MODEL.META_ARCHITECTURE != "SegIC":
+        return "none"
+    segic = cfg.MODEL.SEGIC
+    if segic.USE_TEXT:
+        return "class name" if cfg.TEST.FSS.CLASS_NAMES else "task description"
+    return "empty prompt" if segic.TEXT_ENCODER.EMPTY_PROMPT_EMBEDDING else "none"
+
+
+def summary_file(cfg, benchmark, shots) -> str:
+    """``fss_<benchmark>_<K>shot.json``; SegIC runs without the class-name prompt get a
+    ``_text-<condition>`` suffix, so both conditions are kept side by side."""
+    suffix = ""
+    if cfg.MODEL.META_ARCHITECTURE == "SegIC" and text_prompt(cfg) != "class name":
+        suffix = "_text-" + text_prompt(cfg).replace(" ", "-")
+    return f"fss_{benchmark}_{shots}shot{suffix}.json"
+
+
 # ----------------------------------------------------------------------------- one fold
 def run_settings(cfg, name):
     """What must match for saved episode counts to be reused."""
@@ -130,7 +151,8 @@ def run_settings(cfg, name):
         "dataset": name, "shots": meta.shots, "seed": meta.seed, "sampler": meta.sampler,
         "num_episodes": meta.get("num_episodes", None),
         "threshold": cfg.MODEL.SINE.TEST.SEM_SEG_THRESH, "image_size": cfg.TEST.FSS.IMAGE_SIZE,
-        **model_identity(cfg),
+        **model_identity(cfg), "text_prompt": text_prompt(cfg),
+        "class_names": cfg.TEST.FSS.CLASS_NAMES,
     }
 
 
@@ -303,11 +325,12 @@ def run(args, on_episode=None):
         "benchmark": args.benchmark, "shots": shots, "seed": cfg.TEST.FSS.SEED,
         "sampler": cfg.TEST.FSS.SAMPLER, "config_file": args.config_file,
         "weights": cfg.MODEL.WEIGHTS, "threshold": cfg.MODEL.SINE.TEST.SEM_SEG_THRESH,
-        "folds": folds, "mean": mean,
+        "text_prompt": text_prompt(cfg), "folds": folds, "mean": mean,
     }
     summary["throughput"] = throughput.as_dict()  # of this run (resumed episodes not counted)
-    atomic_write_json(os.path.join(args.output, f"fss_{args.benchmark}_{shots}shot.json"), summary)
-    title = f"FSS {args.benchmark} {shots}-shot (seed {cfg.TEST.FSS.SEED})"
+    atomic_write_json(os.path.join(args.output, summary_file(cfg, args.benchmark, shots)), summary)
+    title = (f"FSS {args.benchmark} {shots}-shot (seed {cfg.TEST.FSS.SEED}, text prompt: "
+             f"{summary['text_prompt']})")
     print(format_table(title, folds, mean))
     print(throughput)
     return summary

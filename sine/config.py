@@ -197,6 +197,9 @@ def add_sine_config(cfg):
     # sequences (spec §7.1; legacy numpy generator, seed 0 = the paper's episodes); "balanced"
     # draws by the same rules from np.random.default_rng and skips classes with one image.
     cfg.TEST.FSS.SAMPLER = "official"
+    # Give every support mask its class name ("class_names" of the reference): SegIC's text
+    # prompt "a photo of a {name}" (official one-shot evaluation); SINE does not read it.
+    cfg.TEST.FSS.CLASS_NAMES = True
 
     # ---------------------------------------------------------------- few-shot instance eval
     cfg.TEST.FSOD = CN()

@@ -113,5 +113,5 @@ def test_fss_suite_evaluates_segic(synthetic_root, tmp_path):  # noqa: F811
     fold = summary["folds"]["0"]
     assert fold["episodes"] == 4 and 0 <= fold["mIoU"] <= 100
     assert summary["threshold"] == 0.5  # SegIC's masks: probability > 0.5 (logit > 0)
-    with open(tmp_path / "out" / "fss_synthetic_2shot.json") as f:
+    with open(tmp_path / "out" / "fss_synthetic_2shot_text-none.json") as f:  # no text tower
         assert json.load(f)["config_file"] == BASE

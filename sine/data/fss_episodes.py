@@ -53,6 +53,7 @@ __all__ = [
     "dump_episodes",
     "sample_fss_episodes",
     "draw_episodes",
+    "name_episodes",
     "class_uniform_picker",
     "draw_supports",
     "make_episode",
@@ -190,6 +191,18 @@ def draw_episodes(num_episodes, pick_query, candidates_of, shots, seed, record_o
     return episodes
 
 
+def name_episodes(episodes, names):
+    """Set every episode's "class_name" from ``names`` (class id -> name: a list or dict; None
+    leaves the episodes unnamed). Returns ``episodes``."""
+    if names is not None:
+        for e in episodes:
+            c = e["class_id"]
+            known = c in names if isinstance(names, dict) else 0 <= c < len(names)
+            if known:
+                e["class_name"] = names[c]
+    return episodes
+
+
 def class_uniform_picker(images_of):
     """``pick_query`` drawing a class uniformly among those with >= 2 images, then its query
     uniformly among the class's images (COCO-20i, and the synthetic episodes)."""
@@ -273,8 +286,9 @@ def register_fss_episodes(name, source, class_ids, num_episodes, shots, seed, re
     class_ids = [int(c) for c in class_ids]
 
     def load():
-        return sample_fss_episodes(DatasetCatalog.get(source), class_ids, num_episodes, shots, seed,
-                                   sampler)
+        episodes = sample_fss_episodes(DatasetCatalog.get(source), class_ids, num_episodes, shots,
+                                       seed, sampler)
+        return name_episodes(episodes, MetadataCatalog.get(source).get("thing_classes", None))
 
     register_episode_dataset(name, load, class_ids, shots, replace=replace,
                              source_dataset=source, num_episodes=int(num_episodes), seed=int(seed),
@@ -438,14 +452,18 @@ class FSSEpisodeMapper:
     """
 
     @configurable
-    def __init__(self, *, image_size, image_format="RGB", ignore_label=255):
+    def __init__(self, *, image_size, image_format="RGB", ignore_label=255, class_names=True):
+        """``class_names``: give each support its episode's "class_name" (when the episode has
+        one) as the reference's "class_names" (a text prompt for models that read it)."""
         self.image_size = image_size
         self.image_format = image_format
         self.ignore_label = ignore_label
+        self.class_names = class_names
 
     @classmethod
     def from_config(cls, cfg):
-        return {"image_size": cfg.TEST.FSS.IMAGE_SIZE, "image_format": cfg.INPUT.FORMAT}
+        return {"image_size": cfg.TEST.FSS.IMAGE_SIZE, "image_format": cfg.INPUT.FORMAT,
+                "class_names": cfg.TEST.FSS.CLASS_NAMES}
 
     def _view(self, record, class_id):
         image, hw = _read_resized_image(record, self.image_size, self.image_format)
@@ -480,6 +498,8 @@ class FSSEpisodeMapper:
             inst.gt_classes = torch.tensor([c])
             inst.ins_ids = torch.tensor([k])
             references.append({"image": ref_image, "instances": inst})
+            if self.class_names and episode.get("class_name"):
+                references[-1]["class_names"] = [episode["class_name"]]
         return {
             "image": image,
             "height": self.image_size,

@@ -5,7 +5,7 @@ dicts (``SINE.forward``, ``InContextSegmenter.segment_batch``, the FSS episodes)
 and their messages live here once.
 """
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -23,6 +23,8 @@ class InContextBatch:
         ref_masks / ref_labels / ref_ids: R tensors (n_r, S, S) bool, (n_r,) int64, (n_r,) int64.
         image_sizes: (h, w) content size of every target; output_sizes: (height, width).
         targets: per target {"labels", "masks" (n, S, S) bool, "ids", "ref_ids"} or None.
+        ref_names: per reference, the class name of each mask (its optional "class_names"
+            entry; e.g. SegIC's text prompt) or None.
     """
 
     tar_images: torch.Tensor
@@ -34,6 +36,17 @@ class InContextBatch:
     image_sizes: List[Tuple[int, int]]
     output_sizes: List[Tuple[int, int]]
     targets: Optional[List[Dict[str, torch.Tensor]]]
+    ref_names: List[Optional[List[str]]] = field(default_factory=list)
+
+    def names_of(self, b: int) -> Optional[List[Optional[str]]]:
+        """Class names of target b's reference masks in order (None where a reference gives
+        none), or None when no reference of target b names its masks."""
+        refs = self.refs_of(b)
+        given = self.ref_names[refs] if self.ref_names else []
+        if not any(n is not None for n in given):
+            return None
+        return [name for names, masks in zip(given, self.ref_masks[refs])
+                for name in (names if names is not None else [None] * len(masks))]
 
     @property
     def padded_size(self) -> Tuple[int, int]:
@@ -78,7 +91,7 @@ def prepare_batch(
         _check_target_dict(x, b)
     size = padded_size_for(batched_inputs, pad_size, size_divisibility)
     tar_images, ref_images, num_refs = [], [], []
-    ref_masks, ref_labels, ref_ids, targets = [], [], [], []
+    ref_masks, ref_labels, ref_ids, ref_names, targets = [], [], [], [], []
     for b, x in enumerate(batched_inputs):
         tar_images.append(preprocess_image(x["image"], size))
         num_refs.append(len(x["references"]))
@@ -89,6 +102,7 @@ def prepare_batch(
             ref_masks.append(_pad_masks(masks, size).to(device))
             ref_labels.append(labels.to(device))
             ref_ids.append(ids.to(device))
+            ref_names.append(_read_names(ref, len(masks), where))
         if with_targets:
             masks, labels, ids = _read_instances(x, f"batched_inputs[{b}]", False)
             targets.append({
@@ -107,7 +121,19 @@ def prepare_batch(
         image_sizes=[tuple(x["image"].shape[-2:]) for x in batched_inputs],
         output_sizes=[_output_size(x) for x in batched_inputs],
         targets=targets if with_targets else None,
+        ref_names=ref_names,
     )
+
+
+def _read_names(ref: Dict, n: int, where: str) -> Optional[List[str]]:
+    """The optional "class_names" of a reference: one string per mask."""
+    names = ref.get("class_names")
+    if names is None:
+        return None
+    if isinstance(names, str) or len(names) != n or not all(isinstance(x, str) for x in names):
+        raise ValueError(f"{where}['class_names'] must be a list of {n} strings (one class name "
+                         f"per mask), got {names!r}")
+    return list(names)
 
 
 def _check_image(image, where: str) -> None:

@@ -213,6 +213,7 @@ class InContextSegmenter(nn.Module):
             tokens = self.reference_tokens(
                 select_features(features, slice(num_targets + refs.start, num_targets + refs.stop)),
                 batch.ref_masks[refs], batch.ref_labels[refs], batch.ref_ids[refs],
+                names=batch.names_of(b),
             )
             geometry = ImageGeometry(batch.padded_size, batch.image_sizes[b],
                                      batch.output_sizes[b])

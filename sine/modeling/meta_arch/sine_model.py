@@ -205,7 +205,9 @@ class SINE(InContextSegmenter):
                 * "instances": target GT ``Instances`` with ``gt_masks`` (N, H, W) (bool tensor
                   or BitMasks), ``gt_classes`` (N,), ``ins_ids`` (N,); required in training;
                 * "references": list of K >= 1 dicts {"image", "instances"} (same fields; at
-                  least one non-empty mask each; ``ins_ids`` optional at inference).
+                  least one non-empty mask each; ``ins_ids`` optional at inference), and
+                  optionally "class_names" (one string per mask, read by models with text
+                  prompts such as SegIC; SINE keeps them only as captions).
 
         Returns:
             Training: dict of weighted losses (only those in ``criterion.weight_dict``).
