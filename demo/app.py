@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Browser demo of SINE: paint (or upload) a reference mask, upload a target, click Run.
+"""Browser demo of SINE (or SegIC): paint (or upload) a reference mask, name its class, upload a
+target, click Run.
 
     python demo/app.py --config-file configs/demo/sine_synthetic_tiny.yaml \
         --opts MODEL.WEIGHTS output/demo/model_final.pth [--port 7860]
 
-then open http://127.0.0.1:7860. Works offline (no CDN assets, analytics off).
+then open http://127.0.0.1:7860. Works offline (no CDN assets, analytics off). Any in-context
+model's config runs unchanged (``--config-file configs/segic/Base-SegIC.yaml``: SegIC shows the ID
+and semantic results and reads the class names as its text prompt).
 """
 import argparse
 import os
@@ -22,10 +25,11 @@ if sys.path[0] != ROOT:
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-from demo.visualize import draw_panels  # noqa: E402
+from demo.visualize import draw_panels, reference_class_names  # noqa: E402
 from sine.engine.predictor import InContextPredictor  # noqa: E402
 
-__all__ = ["build_app", "editor_reference", "mask_objects", "reference_summary", "segment"]
+__all__ = ["build_app", "class_names_of", "editor_reference", "mask_objects",
+           "reference_summary", "segment"]
 
 OUTPUT_KEYS = ("id", "instances", "semantic")  # the three output images, left to right
 MAX_MASK_VALUES = 32  # more distinct values than this means a lossy / anti-aliased mask
@@ -33,8 +37,10 @@ MAX_MASK_VALUES = 32  # more distinct values than this means a lossy / anti-alia
 INTRO = """# SINE: in-context segmentation
 1. Upload a **reference image** and paint the object on it (one layer per object), **or**
    upload a **mask** (same size as the reference; 0 = background, each other value = one object).
-2. Upload a **target** image and click **Run**: the identical object(s), every instance of the
-   same class and the semantic region are shown.
+2. Optionally name each object's class (comma-separated, in object order: layers as painted,
+   or mask values ascending): shown as captions, and used by SegIC as its text prompt.
+3. Upload a **target** image and click **Run**: the identical object(s), every instance of the
+   same class and the semantic region are shown (each as the model gives them).
 """
 
 
@@ -81,7 +87,19 @@ def reference_summary(editor: Optional[dict]) -> str:
             f"{len(painted)} painted object(s).")
 
 
-def segment(predictor: InContextPredictor, editor, mask, target, score_thresh: float):
+def class_names_of(text: Optional[str], num_objects: int) -> Optional[List[str]]:
+    """"cat, dog" -> one class name per object (None when the box is empty)."""
+    if not text or not text.strip():
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if len(names) != num_objects or not all(names):
+        raise gr.Error(f"Give one class name per object, comma-separated: {num_objects} "
+                       f"object(s), but the names are {names}.")
+    return names
+
+
+def segment(predictor: InContextPredictor, editor, mask, target, score_thresh: float,
+            class_names: Optional[str] = None):
     """The Run button: (ID, instances, semantic) overlays at the target size and captions."""
     image, painted = editor_reference(editor)
     if mask is not None:  # an uploaded mask takes precedence over painting
@@ -98,10 +116,16 @@ def segment(predictor: InContextPredictor, editor, mask, target, score_thresh: f
         raise gr.Error("Paint the object on the reference image or upload a mask.")
     if target is None:
         raise gr.Error("Upload a target image.")
-    predictor.set_reference(image, masks)
+    names = class_names_of(class_names, len(masks))
+    # Objects of the same name are one class (instances / semantic results); unnamed objects
+    # are class 0, as before.
+    order = list(dict.fromkeys(names or []))
+    labels = [order.index(n) for n in names] if names else None
+    tokens = predictor.set_reference(image, masks, labels, names=names)
     result = predictor.predict(np.ascontiguousarray(target[..., :3]))
     sem_thresh = predictor.cfg.MODEL.SINE.TEST.SEM_SEG_THRESH
-    panels = draw_panels(target[..., :3], result, sem_thresh, score_thresh)
+    panels = draw_panels(target[..., :3], result, sem_thresh, score_thresh,
+                         reference_class_names(tokens))
     images = [panels[k].image if k in panels else None for k in OUTPUT_KEYS]
     captions = "  \n".join(p.caption for p in panels.values())
     return (*images, f"{len(masks)} reference object(s).  \n{captions}")
@@ -124,6 +148,8 @@ def build_app(predictor: InContextPredictor, score_thresh: float = 0.5) -> gr.Bl
         ref_info = gr.Markdown("No reference image yet.", elem_id="reference-info")
         for event in (editor.upload, editor.change):
             event(reference_summary, editor, ref_info, show_progress="hidden")
+        names = gr.Textbox(label="Class name of each object (comma-separated, optional)",
+                           placeholder="e.g. cat, dog", elem_id="class-names")
         thresh = gr.Slider(0.0, 1.0, value=score_thresh, step=0.05,
                            label="Instance score threshold", elem_id="threshold")
         run = gr.Button("Run", variant="primary", elem_id="run")
@@ -136,7 +162,7 @@ def build_app(predictor: InContextPredictor, score_thresh: float = 0.5) -> gr.Bl
                                                    "Semantic region"])
             ]
         status = gr.Markdown(elem_id="status")
-        run.click(lambda *a: segment(predictor, *a), [editor, mask, target, thresh],
+        run.click(lambda *a: segment(predictor, *a), [editor, mask, target, thresh, names],
                   [*outputs, status])
     return app
 

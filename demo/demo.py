@@ -1,9 +1,12 @@
 #!/usr/bin/env python
-"""Segment your own images with SINE, given a reference image and its mask(s).
+"""Segment your own images with SINE (or SegIC), given a reference image and its mask(s).
 
     python demo/demo.py --config-file configs/demo/sine_synthetic_tiny.yaml \
-        --ref-image ref.jpg --ref-mask cat.png dog.png --ref-class 0 1 \
+        --ref-image ref.jpg --ref-mask cat.png dog.png --ref-class 0 1 --ref-name cat dog \
         --input "targets/*.jpg" --output out/ --opts MODEL.WEIGHTS output/demo/model_final.pth
+
+Any in-context model's config runs unchanged (e.g. ``configs/segic/Base-SegIC.yaml``; SegIC
+gives the ID and semantic results, and reads ``--ref-name`` as its text prompt).
 
 The reference can also come from a COCO annotation file (``--ref-coco ann.json --ref-image-id N``:
 every non-crowd annotation of image N is one reference mask, its class the category id).
@@ -36,7 +39,12 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from demo.visualize import draw_panels, semantic_masks, side_by_side  # noqa: E402
+from demo.visualize import (  # noqa: E402
+    draw_panels,
+    reference_class_names,
+    semantic_masks,
+    side_by_side,
+)
 from sine.engine.predictor import InContextPredictor, read_rgb  # noqa: E402
 
 logger = logging.getLogger("sine.demo")
@@ -55,6 +63,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref-class", nargs="+", type=int, metavar="ID",
                         help="class id of every reference mask (default: all 0; with "
                              "--ref-coco: the category ids)")
+    parser.add_argument("--ref-name", nargs="+", metavar="NAME",
+                        help="class name of every reference mask: captions, and SegIC's text "
+                             "prompt 'a photo of a NAME' (with --ref-coco: the category names)")
     parser.add_argument("--ref-coco", metavar="JSON", help="COCO instance annotation file")
     parser.add_argument("--ref-image-id", type=int, help="image id in --ref-coco")
     parser.add_argument("--ref-image-root", metavar="DIR",
@@ -128,6 +139,7 @@ def load_coco_reference(args) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
                          f"{masks.shape[2]}x{masks.shape[1]} but the image is "
                          f"{image.shape[1]}x{image.shape[0]}")
     labels = [anns[i]["category_id"] for i in keep] if args.ref_class is None else args.ref_class
+    args.coco_names = [coco.cats.get(anns[i]["category_id"], {}).get("name") or "" for i in keep]
     return image, masks, np.asarray(labels, np.int64)
 
 
@@ -141,6 +153,16 @@ def load_reference(args) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError(f"--ref-class gives {len(labels)} class ids for {len(masks)} masks: "
                          "give one per mask")
     return image, masks, labels
+
+
+def reference_names(args, num_masks: int) -> Optional[List[str]]:
+    """--ref-name (one per mask), else the COCO category names of --ref-coco, else None."""
+    if args.ref_name is not None:
+        if len(args.ref_name) != num_masks:
+            raise ValueError(f"--ref-name gives {len(args.ref_name)} names for {num_masks} "
+                             "masks: give one per mask")
+        return list(args.ref_name)
+    return getattr(args, "coco_names", None)
 
 
 def expand_inputs(patterns: List[str]) -> List[str]:
@@ -191,16 +213,19 @@ def run(args) -> List[str]:
     """Segment every target; returns the written ``<name>_sine.png`` paths."""
     targets = expand_inputs(args.input)
     image, masks, labels = load_reference(args)
+    names = reference_names(args, len(masks))
     predictor = build_predictor(args)
-    predictor.set_reference(image, masks, labels.tolist())
+    tokens = predictor.set_reference(image, masks, labels.tolist(), names=names)
+    class_names = reference_class_names(tokens)
     sem_thresh = predictor.cfg.MODEL.SINE.TEST.SEM_SEG_THRESH
     os.makedirs(args.output, exist_ok=True)
     written = []
-    for path in tqdm(targets, desc="SINE", unit="image"):
+    for path in tqdm(targets, desc="segment", unit="image"):
         target = read_rgb(path)
         result = predictor.predict(target)
         name = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
-        panels = draw_panels(target, result, sem_thresh, args.confidence_threshold)
+        panels = draw_panels(target, result, sem_thresh, args.confidence_threshold,
+                             class_names)
         Image.fromarray(side_by_side(list(panels.values()))).save(name + "_sine.png")
         save_masks(name + "_masks.npz", result, sem_thresh, args.confidence_threshold)
         written.append(name + "_sine.png")

@@ -20,10 +20,12 @@ __all__ = [
     "PANEL_GAP",
     "Panel",
     "caption_height",
+    "class_label",
     "draw_identity",
     "draw_instances",
     "draw_panels",
     "draw_semantic",
+    "reference_class_names",
     "semantic_masks",
     "side_by_side",
 ]
@@ -57,23 +59,46 @@ def _numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
-def draw_identity(image: np.ndarray, ids) -> Panel:
+def class_label(cls: int, names: Optional[Dict[int, str]] = None) -> str:
+    """A class's caption: its name when known, else "class <id>"."""
+    return (names or {}).get(int(cls)) or f"class {cls}"
+
+
+def reference_class_names(tokens) -> Dict[int, str]:
+    """Class id -> name of the named masks of ``ReferenceTokens`` (first name per class)."""
+    if tokens is None or not tokens.names:
+        return {}
+    names = {}
+    for cls, name in zip(tokens.labels.tolist(), tokens.names):
+        if name:
+            names.setdefault(int(cls), name)
+    return names
+
+
+def draw_identity(image: np.ndarray, ids, names: Optional[Dict[int, str]] = None) -> Panel:
     """Each target segment of a reference mask, coloured by that mask's reference id.
 
     Args:
         image: (H, W, 3) uint8 RGB target.
         ids: ``Instances`` of ``result["id"]`` (pred_masks (K, H, W), pred_ids, scores).
+        names: class id -> name, shown next to the id.
     """
     masks, ref_ids, scores = (_numpy(x) for x in (ids.pred_masks, ids.pred_ids, ids.scores))
+    classes = _numpy(ids.pred_classes) if ids.has("pred_classes") else None
     shown = [i for i in range(len(masks)) if masks[i].any()]
-    labels = [f"id {ref_ids[i]} {scores[i]:.2f}" for i in shown]
+    named = [(names or {}).get(int(classes[i])) if classes is not None else None
+             for i in range(len(masks))]
+    labels = [" ".join(x for x in (f"id {ref_ids[i]}", named[i], f"{scores[i]:.2f}") if x)
+              for i in shown]
     colours = [_colour(ref_ids[i]) for i in shown]
-    found = ", ".join(str(i) for i in sorted(ref_ids[shown].tolist())) or "none"
+    found = ", ".join(f"{ref_ids[i]} ({named[i]})" if named[i] else str(ref_ids[i])
+                      for i in sorted(shown, key=lambda i: ref_ids[i])) or "none"
     caption = f"ID: reference objects found: {found}"
     return Panel(_overlay(image, masks[shown], labels, colours), caption)
 
 
-def draw_instances(image: np.ndarray, instances, score_thresh: float) -> Panel:
+def draw_instances(image: np.ndarray, instances, score_thresh: float,
+                   names: Optional[Dict[int, str]] = None) -> Panel:
     """Every instance of the reference classes scoring above ``score_thresh``, one colour each.
 
     Args:
@@ -84,7 +109,7 @@ def draw_instances(image: np.ndarray, instances, score_thresh: float) -> Panel:
         _numpy(x) for x in (instances.pred_masks, instances.pred_classes, instances.scores)
     )
     shown = [i for i in range(len(masks)) if scores[i] > score_thresh and masks[i].any()]
-    labels = [f"class {classes[i]} {scores[i]:.2f}" for i in shown]
+    labels = [f"{class_label(classes[i], names)} {scores[i]:.2f}" for i in shown]
     colours = [_colour(rank) for rank in range(len(shown))]
     caption = f"Instances: {len(shown)} with score > {score_thresh:g}"
     return Panel(_overlay(image, masks[shown], labels, colours), caption)
@@ -95,7 +120,8 @@ def semantic_masks(sem_seg, sem_thresh: float) -> np.ndarray:
     return _numpy(sem_seg) > sem_thresh
 
 
-def draw_semantic(image: np.ndarray, sem_seg, classes, sem_thresh: float) -> Panel:
+def draw_semantic(image: np.ndarray, sem_seg, classes, sem_thresh: float,
+                  names: Optional[Dict[int, str]] = None) -> Panel:
     """The thresholded semantic region of every reference class, coloured by class id.
 
     Args:
@@ -106,28 +132,32 @@ def draw_semantic(image: np.ndarray, sem_seg, classes, sem_thresh: float) -> Pan
     vis = Visualizer(image)
     for mask, cls in zip(masks, classes):
         if mask.any():
-            vis.draw_binary_mask(mask, color=_colour(cls), text=f"class {cls}", alpha=0.5)
-    found = ", ".join(str(c) for c, m in zip(classes, masks) if m.any()) or "none"
+            vis.draw_binary_mask(mask, color=_colour(cls), text=class_label(cls, names),
+                                 alpha=0.5)
+    found = ", ".join(class_label(c, names) if names and int(c) in names else str(c)
+                      for c, m in zip(classes, masks) if m.any()) or "none"
     caption = f"Semantic (> {sem_thresh:g}): classes {found}"
     return Panel(vis.output.get_image(), caption)
 
 
 def draw_panels(
-    image: np.ndarray, result: Dict, sem_thresh: float, score_thresh: float
+    image: np.ndarray, result: Dict, sem_thresh: float, score_thresh: float,
+    names: Optional[Dict[int, str]] = None,
 ) -> Dict[str, Panel]:
-    """The enabled granularities of ``result`` (``InContextPredictor.predict``) as panels.
+    """The enabled granularities of ``result`` (``InContextPredictor.predict``) as panels;
+    ``names`` (class id -> name, e.g. :func:`reference_class_names`) caption the classes.
 
     Returns:
         {"id", "instances", "semantic"} -> Panel, in that order, for those in ``result``.
     """
     panels = {}
     if "id" in result:
-        panels["id"] = draw_identity(image, result["id"])
+        panels["id"] = draw_identity(image, result["id"], names)
     if "instances" in result:
-        panels["instances"] = draw_instances(image, result["instances"], score_thresh)
+        panels["instances"] = draw_instances(image, result["instances"], score_thresh, names)
     if "sem_seg" in result:
         panels["semantic"] = draw_semantic(
-            image, result["sem_seg"], result["sem_seg_classes"], sem_thresh
+            image, result["sem_seg"], result["sem_seg_classes"], sem_thresh, names
         )
     return panels
 

@@ -98,8 +98,8 @@ def server(files, predictor):
 
     used_masks = []
     set_reference = predictor.set_reference
-    predictor.set_reference = lambda image, masks, *a: (
-        used_masks.append(np.asarray(masks)) or set_reference(image, masks, *a))
+    predictor.set_reference = lambda image, masks, *a, **kw: (
+        used_masks.append(np.asarray(masks)) or set_reference(image, masks, *a, **kw))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

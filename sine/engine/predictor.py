@@ -175,7 +175,8 @@ class InContextPredictor:
         return self.model.pad_size
 
     @torch.no_grad()
-    def set_reference(self, images, masks, labels=None, pooling: Optional[str] = None):
+    def set_reference(self, images, masks, labels=None, pooling: Optional[str] = None,
+                      names=None):
         """Encode reference image(s) and their masks once.
 
         Args:
@@ -185,6 +186,8 @@ class InContextPredictor:
             labels: class id of every mask (same nesting as ``masks``); default: every mask is
                 class 0. Instance ids are the mask positions 0, 1, ... over all references.
             pooling: the model's reference-pooling variant (None = configured).
+            names: class name of every mask (same nesting as ``masks``; None or "" = unnamed):
+                SegIC's text prompt "a photo of a {name}"; kept as captions for every model.
         Returns:
             the :class:`ReferenceTokens`, also kept for :meth:`predict`.
         """
@@ -192,6 +195,7 @@ class InContextPredictor:
         if single:
             images, masks = [images], [masks]
             labels = None if labels is None else [labels]
+            names = None if names is None else [names]
         if len(images) != len(masks):
             raise ValueError(f"got {len(images)} reference images but {len(masks)} mask sets")
         tensors, ref_masks, ref_labels, ref_ids, next_id = [], [], [], [], 0
@@ -210,14 +214,22 @@ class InContextPredictor:
             ref_labels.append(torch.as_tensor(lab, dtype=torch.int64))
             ref_ids.append(torch.arange(next_id, next_id + len(m)))
             next_id += len(m)
-        self.references = self.encode_references(tensors, ref_masks, ref_labels, ref_ids, pooling)
+        flat_names = None
+        if names is not None:
+            if len(names) != len(masks) or any(len(n) != len(m) for n, m in zip(names, ref_masks)):
+                raise ValueError(f"names {names!r} must give one class name per reference mask "
+                                 f"({[len(m) for m in ref_masks]} masks per reference)")
+            flat_names = [(x or None) for n in names for x in n]
+        self.references = self.encode_references(tensors, ref_masks, ref_labels, ref_ids, pooling,
+                                                 flat_names)
         return self.references
 
     @torch.no_grad()
     def encode_references(self, images, masks, labels, ids=None,
-                          pooling: Optional[str] = None) -> ReferenceTokens:
+                          pooling: Optional[str] = None, names=None) -> ReferenceTokens:
         """Reference tokens of uint8 (3, h, w) images (longer side <= ``image_size``) and
-        their (n, h, w) bool masks, (n,) int64 labels and instance ids (one encoder batch)."""
+        their (n, h, w) bool masks, (n,) int64 labels and instance ids (one encoder batch);
+        ``names``: optional class name of every mask, flat over the images."""
         size = self.model.pad_size
         batch = torch.stack([self.model.preprocess_image(im, size) for im in images])
         dev = self.device
@@ -226,7 +238,7 @@ class InContextPredictor:
             [pad_masks(m, size).to(dev) for m in masks],
             [lab.to(dev) for lab in labels],
             None if ids is None else [i.to(dev) for i in ids],
-            pooling=pooling,
+            pooling=pooling, names=names,
         )
 
     @torch.no_grad()
