@@ -37,7 +37,8 @@ MAX_MASK_VALUES = 32  # more distinct values than this means a lossy / anti-alia
 INTRO = """# SINE: in-context segmentation
 1. Upload a **reference image** and paint the object on it (one layer per object), **or**
    upload a **mask** (same size as the reference; 0 = background, each other value = one object).
-2. Optionally name each object's class (comma-separated, in object order: layers as painted,
+2. Optionally upload a **"not this" mask** of look-alikes on the reference to exclude, and name
+   each object's class (comma-separated, in object order: layers as painted,
    or mask values ascending): shown as captions, and used by SegIC as its text prompt.
 3. Upload a **target** image and click **Run**: the identical object(s), every instance of the
    same class and the semantic region are shown (each as the model gives them).
@@ -99,7 +100,7 @@ def class_names_of(text: Optional[str], num_objects: int) -> Optional[List[str]]
 
 
 def segment(predictor: InContextPredictor, editor, mask, target, score_thresh: float,
-            class_names: Optional[str] = None):
+            class_names: Optional[str] = None, negative_mask=None):
     """The Run button: (ID, instances, semantic) overlays at the target size and captions."""
     image, painted = editor_reference(editor)
     if mask is not None:  # an uploaded mask takes precedence over painting
@@ -117,11 +118,19 @@ def segment(predictor: InContextPredictor, editor, mask, target, score_thresh: f
     if target is None:
         raise gr.Error("Upload a target image.")
     names = class_names_of(class_names, len(masks))
+    negatives = None
+    if negative_mask is not None:  # look-alikes marked "not this" on the reference image
+        negative_mask = negative_mask if negative_mask.ndim == 2 else negative_mask.max(axis=-1)
+        if negative_mask.shape != image.shape[:2]:
+            raise gr.Error(
+                f"The 'not this' mask is {negative_mask.shape[1]}x{negative_mask.shape[0]} but "
+                f"the reference image is {image.shape[1]}x{image.shape[0]}.")
+        negatives = mask_objects(negative_mask)
     # Objects of the same name are one class (instances / semantic results); unnamed objects
     # are class 0, as before.
     order = list(dict.fromkeys(names or []))
     labels = [order.index(n) for n in names] if names else None
-    tokens = predictor.set_reference(image, masks, labels, names=names)
+    tokens = predictor.set_reference(image, masks, labels, names=names, negatives=negatives)
     result = predictor.predict(np.ascontiguousarray(target[..., :3]))
     sem_thresh = predictor.cfg.MODEL.SINE.TEST.SEM_SEG_THRESH
     panels = draw_panels(target[..., :3], result, sem_thresh, score_thresh,
@@ -143,6 +152,9 @@ def build_app(predictor: InContextPredictor, score_thresh: float = 0.5) -> gr.Bl
             )
             mask = gr.Image(label="or upload its mask", type="numpy", image_mode="L",
                             format="png", sources=["upload", "clipboard"], elem_id="ref-mask")
+            negative = gr.Image(label="optional: mask of look-alikes to exclude ('not this')",
+                                type="numpy", image_mode="L", format="png",
+                                sources=["upload", "clipboard"], elem_id="neg-mask")
             target = gr.Image(label="Target image", type="numpy", image_mode="RGB",
                               format="png", sources=["upload", "clipboard"], elem_id="target")
         ref_info = gr.Markdown("No reference image yet.", elem_id="reference-info")
@@ -162,8 +174,8 @@ def build_app(predictor: InContextPredictor, score_thresh: float = 0.5) -> gr.Bl
                                                    "Semantic region"])
             ]
         status = gr.Markdown(elem_id="status")
-        run.click(lambda *a: segment(predictor, *a), [editor, mask, target, thresh, names],
-                  [*outputs, status])
+        run.click(lambda *a: segment(predictor, *a),
+                  [editor, mask, target, thresh, names, negative], [*outputs, status])
     return app
 
 

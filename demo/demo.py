@@ -66,6 +66,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref-name", nargs="+", metavar="NAME",
                         help="class name of every reference mask: captions, and SegIC's text "
                              "prompt 'a photo of a NAME' (with --ref-coco: the category names)")
+    parser.add_argument("--neg-mask", nargs="+", metavar="PNG",
+                        help="masks on the reference image of look-alikes to exclude ('not "
+                             "this'): SegIC's 'another entity' tokens, SINE's suppressing class")
     parser.add_argument("--ref-coco", metavar="JSON", help="COCO instance annotation file")
     parser.add_argument("--ref-image-id", type=int, help="image id in --ref-coco")
     parser.add_argument("--ref-image-root", metavar="DIR",
@@ -215,7 +218,11 @@ def run(args) -> List[str]:
     image, masks, labels = load_reference(args)
     names = reference_names(args, len(masks))
     predictor = build_predictor(args)
-    tokens = predictor.set_reference(image, masks, labels.tolist(), names=names)
+    negatives = None
+    if args.neg_mask:
+        negatives = np.stack([_read_mask_file(p, image.shape) for p in args.neg_mask])
+    tokens = predictor.set_reference(image, masks, labels.tolist(), names=names,
+                                     negatives=negatives)
     class_names = reference_class_names(tokens)
     sem_thresh = predictor.cfg.MODEL.SINE.TEST.SEM_SEG_THRESH
     os.makedirs(args.output, exist_ok=True)

@@ -176,7 +176,7 @@ class InContextPredictor:
 
     @torch.no_grad()
     def set_reference(self, images, masks, labels=None, pooling: Optional[str] = None,
-                      names=None):
+                      names=None, negatives=None):
         """Encode reference image(s) and their masks once.
 
         Args:
@@ -188,6 +188,9 @@ class InContextPredictor:
             pooling: the model's reference-pooling variant (None = configured).
             names: class name of every mask (same nesting as ``masks``; None or "" = unnamed):
                 SegIC's text prompt "a photo of a {name}"; kept as captions for every model.
+            negatives: masks marked "not this" (look-alikes to exclude) on the reference
+                image(s), same nesting as ``masks`` (for a list of images, a list with one entry
+                per image; ``[]`` for none). Never returned; see the models' ``reference_tokens``.
         Returns:
             the :class:`ReferenceTokens`, also kept for :meth:`predict`.
         """
@@ -196,9 +199,13 @@ class InContextPredictor:
             images, masks = [images], [masks]
             labels = None if labels is None else [labels]
             names = None if names is None else [names]
+            negatives = None if negatives is None else [negatives]
         if len(images) != len(masks):
             raise ValueError(f"got {len(images)} reference images but {len(masks)} mask sets")
-        tensors, ref_masks, ref_labels, ref_ids, next_id = [], [], [], [], 0
+        if negatives is not None and len(negatives) != len(images):
+            raise ValueError(f"got negative masks for {len(negatives)} reference images, but "
+                             f"{len(images)} images: give one entry per image ([] for none)")
+        tensors, ref_masks, ref_labels, ref_ids, ref_negatives, next_id = [], [], [], [], [], 0
         for k, (image, m) in enumerate(zip(images, masks)):
             image = read_rgb(image)
             m = to_mask_array(m, image.shape, f"reference {k}")
@@ -213,6 +220,12 @@ class InContextPredictor:
             ref_masks.append(_resize_masks(m, tuple(t.shape[-2:])))
             ref_labels.append(torch.as_tensor(lab, dtype=torch.int64))
             ref_ids.append(torch.arange(next_id, next_id + len(m)))
+            if negatives is not None:
+                neg = negatives[k]
+                neg = (np.zeros((0, *image.shape[:2]), bool) if neg is None or len(neg) == 0
+                       else to_mask_array(neg, image.shape, f"negatives of reference {k}"))
+                ref_negatives.append(_resize_masks(neg, tuple(t.shape[-2:])) if len(neg)
+                                     else torch.zeros((0, *t.shape[-2:]), dtype=torch.bool))
             next_id += len(m)
         flat_names = None
         if names is not None:
@@ -221,15 +234,18 @@ class InContextPredictor:
                                  f"({[len(m) for m in ref_masks]} masks per reference)")
             flat_names = [(x or None) for n in names for x in n]
         self.references = self.encode_references(tensors, ref_masks, ref_labels, ref_ids, pooling,
-                                                 flat_names)
+                                                 flat_names,
+                                                 ref_negatives if negatives is not None else None)
         return self.references
 
     @torch.no_grad()
     def encode_references(self, images, masks, labels, ids=None,
-                          pooling: Optional[str] = None, names=None) -> ReferenceTokens:
+                          pooling: Optional[str] = None, names=None,
+                          negatives=None) -> ReferenceTokens:
         """Reference tokens of uint8 (3, h, w) images (longer side <= ``image_size``) and
         their (n, h, w) bool masks, (n,) int64 labels and instance ids (one encoder batch);
-        ``names``: optional class name of every mask, flat over the images."""
+        ``names``: optional class name of every mask, flat over the images; ``negatives``:
+        optional (q_k, h, w) bool "not this" masks per image."""
         size = self.model.pad_size
         batch = torch.stack([self.model.preprocess_image(im, size) for im in images])
         dev = self.device
@@ -239,6 +255,8 @@ class InContextPredictor:
             [lab.to(dev) for lab in labels],
             None if ids is None else [i.to(dev) for i in ids],
             pooling=pooling, names=names,
+            **({} if negatives is None else
+               {"negatives": [pad_masks(m, size).to(dev) for m in negatives]}),
         )
 
     @torch.no_grad()

@@ -147,6 +147,7 @@ class InContextSegmenter(nn.Module):
         *,
         pooling: Optional[str] = None,
         names: Optional[Sequence[str]] = None,
+        negatives: Optional[Sequence[torch.Tensor]] = None,
     ) -> ReferenceTokens:
         """Tokens of K reference images.
 
@@ -157,6 +158,10 @@ class InContextSegmenter(nn.Module):
             ids: K int64 tensors (n_k,) of instance ids (default: 0, 1, ... over all masks).
             pooling: protocol variant of the reference pooling (spec §2.4; None = configured).
             names: class name of every entity, in mask order (optional).
+            negatives: K bool tensors (q_k, S, S): masks marked "not this" on the reference
+                images (look-alikes to exclude; optional). They are never returned as results;
+                each model documents how they suppress (SINE: a suppressing class, SegIC:
+                "another entity" tokens).
         """
 
     @abstractmethod

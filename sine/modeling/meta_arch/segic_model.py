@@ -55,6 +55,7 @@ from ..segic.instructions import (
     pick_memory_entries,
     similarity_maps,
     top1_points,
+    with_negative_tokens,
 )
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class SegICReferenceTokens(ReferenceTokens):
     prototypes: torch.Tensor = field(kw_only=True)
     text_pooled: Optional[torch.Tensor] = field(default=None, kw_only=True)
     protocol: str = field(default="one_shot", kw_only=True)
+    #: (q, C) prototypes of masks marked "not this" (negative references), or None.
+    negative_prototypes: Optional[torch.Tensor] = field(default=None, kw_only=True)
 
 
 @dataclass
@@ -390,6 +393,7 @@ class SegIC(InContextSegmenter):
         *,
         pooling: Optional[str] = None,
         names: Optional[Sequence[str]] = None,
+        negatives: Optional[Sequence[torch.Tensor]] = None,
     ) -> SegICReferenceTokens:
         """Prototypes and text of the reference entities.
 
@@ -401,6 +405,10 @@ class SegIC(InContextSegmenter):
         become one entity with one prototype per frame; frames beyond
         ``MODEL.SEGIC.VOS.MEMORY_PICKS`` are subsampled as ``linspace(0, K - 1, picks)``, i.e.
         the first (ground-truth) frame and the latest).
+
+        ``negatives``: K bool tensors (q_k, S, S) of masks marked "not this" on the reference
+        images (look-alikes to exclude): their prototypes join every entity's instructions as
+        "another entity" tokens (type 0 of the cross-entity embedding); they are not decoded.
         """
         protocol = pooling or "one_shot"
         if protocol not in PROTOCOLS:
@@ -435,7 +443,21 @@ class SegIC(InContextSegmenter):
         text = self.encode_text(self.prompts_of(entity_names, len(entity_ids)))
         return SegICReferenceTokens(
             entity_labels, entity_ids, names=list(entity_names) if entity_names else None,
-            prototypes=prototypes, text_pooled=text, protocol=protocol)
+            prototypes=prototypes, text_pooled=text, protocol=protocol,
+            negative_prototypes=self._negative_prototypes(feats, negatives))
+
+    def _negative_prototypes(self, feats: torch.Tensor,
+                             negatives: Optional[Sequence[torch.Tensor]]) -> Optional[torch.Tensor]:
+        """(q, C) mask-pooled prototypes of the negative masks of K images, or None."""
+        if negatives is None:
+            return None
+        if len(negatives) != feats.shape[0]:
+            raise ValueError(f"got negative masks for {len(negatives)} images, but "
+                             f"{feats.shape[0]} reference images; give one (q_k, S, S) tensor "
+                             "per image (q_k = 0 for none)")
+        pooled = [mask_pool(feats[k], m.to(feats.device)) for k, m in enumerate(negatives)
+                  if len(m)]
+        return torch.cat(pooled) if pooled else None
 
     def segment(
         self,
@@ -474,7 +496,8 @@ class SegIC(InContextSegmenter):
         dec = self.decode(
             target_features["dinov2"][0], tokens.prototypes, tokens.text_pooled,
             cross_entity=self.cross_entity_prompt, negative_points=vos and self.vos_negative_points,
-            eps=self.vos_similarity_eps if vos else self.similarity_eps)
+            eps=self.vos_similarity_eps if vos else self.similarity_eps,
+            negatives=tokens.negative_prototypes)
         input_logits = self.logits_at_input(dec.low_res_logits)  # (n, 1, S, S)
         h, w = geometry.image_size
         logits = F.interpolate(input_logits[:, :, :h, :w], size=tuple(geometry.output_size),
@@ -517,6 +540,7 @@ class SegIC(InContextSegmenter):
         cross_entity: bool = True,
         negative_points: bool = False,
         eps: Optional[float] = None,
+        negatives: Optional[torch.Tensor] = None,
     ) -> SegICDecoding:
         """Build the instructions of n entities and decode them against one target.
 
@@ -528,6 +552,8 @@ class SegIC(InContextSegmenter):
             cross_entity: visual tokens of all entities with type embeddings.
             negative_points: the other entities' top-1 points as negative points (VOS).
             eps: cosine norm clamp (default MODEL.SEGIC.SIMILARITY_EPS).
+            negatives: (q, C) prototypes of user-marked negatives, appended to every entity's
+                tokens as "another entity" (not decoded); None: none.
         """
         S = self.image_size
         similarity = similarity_maps(target_features, prototypes, S // 4,
@@ -538,6 +564,9 @@ class SegIC(InContextSegmenter):
         text = self.prompt_proj(text_pooled) if text_pooled is not None else None
         instructions = entity_tokens(text, self.inst_proj(prototypes),
                                      self.inst_type_embed if cross_entity else None)
+        if negatives is not None and len(negatives):
+            instructions = with_negative_tokens(instructions, self.inst_proj(negatives),
+                                                self.inst_type_embed)
         sparse, dense = self.prompt_encoder((coords, labels), boxes, coarse, instructions)
         image_embedding = self.neck(target_features[None])
         dense_pe = self.prompt_encoder.get_dense_pe()

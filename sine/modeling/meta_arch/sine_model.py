@@ -6,7 +6,7 @@ InContextSegmenter`): ``encode`` -> ``reference_tokens`` (:class:`SINEReferenceT
 official ones, so an official flat state dict loads with no key renaming.
 """
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -31,6 +31,7 @@ from ..postprocessing import (
     ResizedMaskLogits,
     identity_inference,
     instance_inference,
+    masks_to_boxes,
     resize_mask_logits,
     semantic_inference,
     semantic_inference_resized,
@@ -52,11 +53,15 @@ class SINEReferenceTokens(ReferenceTokens):
         labels: (nm,) class of every ID token; ids: (nm,) its instance id (``pred_ids``).
         id_tokens: (1, nm, C); nm = 0 for class prototypes alone (FSOD, no ID queries).
         sem_tokens: (1, nc, C) class prototypes; sem_labels: (nc,) their sorted class ids.
+        negative_label: the class of the masks marked "not this" (their ID tokens have id
+            :data:`NEGATIVE_ID`), or None; :meth:`SINE.segment` removes it from the results
+            and suppresses the positives where it wins.
     """
 
     id_tokens: torch.Tensor
     sem_tokens: torch.Tensor
     sem_labels: torch.Tensor
+    negative_label: Optional[int] = field(default=None, kw_only=True)
 
     @classmethod
     def from_prototypes(cls, class_ids: torch.Tensor, prototypes: torch.Tensor
@@ -274,6 +279,7 @@ class SINE(InContextSegmenter):
         *,
         pooling: Optional[str] = None,
         names: Optional[Sequence[str]] = None,
+        negatives: Optional[Sequence[torch.Tensor]] = None,
     ) -> SINEReferenceTokens:
         """ID tokens and semantic prototypes of K references (spec §2.3-§2.4), pooled in float32.
 
@@ -285,8 +291,15 @@ class SINE(InContextSegmenter):
             pooling: "instance" (training, FSS), "vos", "fsod" or another registered name of
                 ``REFERENCE_POOLING``; None = MODEL.SINE.REFERENCE_POOLING.
             names: optional class names (kept in the tokens; SINE does not read them).
+            negatives: K bool tensors (q_k, S, S) of masks marked "not this" (look-alikes to
+                exclude). They are pooled as one extra "suppressing" class (label = largest
+                class + 1) with their own ID tokens (id :data:`NEGATIVE_ID`), which compete
+                with the positives in the decoder and in :meth:`segment`'s results.
         """
         masks, labels = list(masks), list(labels)
+        negative_label = None
+        if negatives is not None and any(len(m) for m in negatives):
+            masks, labels, ids, negative_label = _with_negatives(masks, labels, ids, negatives)
         if len(masks) != features["neck"].shape[0] or len(labels) != len(masks):
             raise ValueError(
                 f"{features['neck'].shape[0]} reference images but {len(masks)} mask sets and "
@@ -303,9 +316,12 @@ class SINE(InContextSegmenter):
         else:
             token_ids = torch.cat([torch.as_tensor(i, device=id_labels.device).long()
                                    for i in ids])
+        if names is not None and negative_label is not None:
+            names = list(names) + [None] * (len(token_ids) - len(names))
         return SINEReferenceTokens(labels=id_labels, ids=token_ids, id_tokens=id_tokens,
                                    sem_tokens=sem_tokens, sem_labels=sem_labels,
-                                   names=None if names is None else list(names))
+                                   names=None if names is None else list(names),
+                                   negative_label=negative_label)
 
     def segment(
         self,
@@ -340,7 +356,10 @@ class SINE(InContextSegmenter):
         raw = self.decode_tokens(target_features, tokens, id_only=id_only)
         # Results are post-processed in float32 whatever autocast a caller runs under.
         with torch.autocast(self.device.type, enabled=False):
-            return self.postprocess(raw, tokens, geometry, outputs)
+            result = self.postprocess(raw, tokens, geometry, outputs)
+        if tokens.negative_label is not None:
+            result = suppress_negatives(result, tokens.negative_label)
+        return result
 
     def default_outputs(self) -> FrozenSet[str]:
         """The outputs enabled by MODEL.SINE.TEST.{IDENTITY,INSTANCE,SEMANTIC}_ON."""
@@ -440,3 +459,61 @@ class SINE(InContextSegmenter):
         """uint8 (3, H, W) -> normalised float (3, size, size), zero-padded bottom/right."""
         image = (image.to(self.device).float() - self.pixel_mean) / self.pixel_std
         return F.pad(image, (0, size - image.shape[-1], 0, size - image.shape[-2]))
+
+
+#: Instance id of the ID tokens of negative ("not this") reference masks.
+NEGATIVE_ID = -1
+
+
+def _with_negatives(masks, labels, ids, negatives):
+    """Append the negative masks of every reference image as one extra class (largest class
+    + 1) with instance id :data:`NEGATIVE_ID`. Returns (masks, labels, ids, negative class)."""
+    if len(negatives) != len(masks):
+        raise ValueError(f"got negative masks for {len(negatives)} images, but {len(masks)} "
+                         "reference images; give one (q_k, S, S) tensor per image (q_k = 0 for "
+                         "none)")
+    negative_label = int(max(int(torch.as_tensor(x).max()) for x in labels if len(x))) + 1
+    if ids is None:
+        counts = [len(m) for m in masks]
+        start = 0
+        ids = []
+        for c in counts:
+            ids.append(torch.arange(start, start + c))
+            start += c
+    out_masks, out_labels, out_ids = [], [], []
+    for m, lab, i, neg in zip(masks, labels, ids, negatives):
+        neg = neg.to(m.device, torch.bool)
+        out_masks.append(torch.cat([m.bool(), neg]))
+        out_labels.append(torch.cat([torch.as_tensor(lab, device=m.device).long(),
+                                     torch.full((len(neg),), negative_label, device=m.device)]))
+        out_ids.append(torch.cat([torch.as_tensor(i).long().cpu(),
+                                  torch.full((len(neg),), NEGATIVE_ID)]))
+    return out_masks, out_labels, out_ids, negative_label
+
+
+def suppress_negatives(result: Dict, negative_label: int) -> Dict:
+    """Remove the negative class from SINE's results and suppress the positives where it wins:
+    "id" masks lose the pixels of the negative ID masks, "instances" of the negative class are
+    dropped (the look-alikes they took from the positives stay excluded), "sem_seg" scores of
+    the positive classes are zeroed where the negative class scores higher."""
+    result = dict(result)
+    if "id" in result:
+        ids = result["id"]
+        negative = ids.pred_ids == NEGATIVE_ID
+        keep = ids[~negative]
+        if negative.any():
+            keep.pred_masks = keep.pred_masks & ~ids.pred_masks[negative].any(0)
+            keep.pred_boxes = masks_to_boxes(keep.pred_masks)
+        result["id"] = keep
+    if "instances" in result:
+        inst = result["instances"]
+        result["instances"] = inst[inst.pred_classes != negative_label]
+    if "sem_seg" in result:
+        classes = result["sem_seg_classes"]
+        is_negative = classes == negative_label
+        sem = result["sem_seg"]
+        if is_negative.any():
+            wins = sem[is_negative].amax(0)
+            sem = torch.where(sem > wins, sem, torch.zeros_like(sem))[~is_negative]
+            result["sem_seg"], result["sem_seg_classes"] = sem, classes[~is_negative]
+    return result

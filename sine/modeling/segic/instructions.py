@@ -16,6 +16,7 @@ __all__ = [
     "coarse_masks",
     "entity_points",
     "entity_tokens",
+    "with_negative_tokens",
     "mask_pool",
     "merge_object_logits",
     "pick_memory_entries",
@@ -128,6 +129,22 @@ def entity_tokens(text: Optional[torch.Tensor], visual: torch.Tensor,
     if text is None:
         return tokens
     return torch.cat([text[:, None], tokens], dim=1)
+
+
+def with_negative_tokens(tokens: torch.Tensor, negatives: torch.Tensor,
+                         type_embed: nn.Embedding) -> torch.Tensor:
+    """Append user-marked negatives ("not this") to every entity's instruction tokens, as the
+    other entities' visual tokens are marked: projected prototype + ``type_embed(0)`` (spec §1.9).
+
+    Args:
+        tokens: (n, t, D) instruction tokens of n entities.
+        negatives: (q, D) projected prototypes of the negative masks.
+    Returns:
+        (n, t + q, D).
+    """
+    other = type_embed(torch.zeros(1, dtype=torch.long, device=negatives.device))
+    negatives = (negatives + other)[None].expand(tokens.shape[0], -1, -1)
+    return torch.cat([tokens, negatives], dim=1)
 
 
 def pick_memory_entries(length: int, picks: int = 2) -> torch.Tensor:
