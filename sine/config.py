@@ -64,6 +64,10 @@ def add_sine_config(cfg):
     cfg.MODEL.SINE.PRE_NORM = True  # decoder blocks (fusion is always post-norm)
     cfg.MODEL.SINE.TEMP_INIT = 30.0  # learnable softmax temperature of the ID positional prior
     cfg.MODEL.SINE.GAUSSIAN_SIGMA = 10.0  # grid cells, ID positional prior
+    # SegIC's correspondence prior in SINE's ID positional prior (off = official SINE): the
+    # coarse mask (cosine of the 4x up-sampled target features to each ID token's prototype) is
+    # added to the ID-token/target similarity and its top-1 point centres the Gaussian.
+    cfg.MODEL.SINE.GEOMETRIC_PRIOR = False
     # Official: the cross-attention mask comes from the initial prediction and is reused by every
     # block. True refreshes it per block (Mask2Former behaviour); breaks official parity.
     cfg.MODEL.SINE.REFRESH_CROSS_ATTN_MASK = False

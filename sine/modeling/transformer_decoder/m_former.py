@@ -162,6 +162,7 @@ class MFormerDecoder(nn.Module):
         gaussian_sigma: float = 10.0,
         refresh_cross_attn_mask: bool = False,
         reference_pooling: str = "instance",
+        geometric_prior: bool = False,
     ):
         """
         Args:
@@ -178,12 +179,15 @@ class MFormerDecoder(nn.Module):
             refresh_cross_attn_mask: recompute the cross-attention mask after every block
                 (Mask2Former). Off = official: the mask of the initial prediction is reused.
             reference_pooling: default name in ``REFERENCE_POOLING``.
+            geometric_prior: add SegIC's geometric instructions to the ID positional prior
+                (:meth:`geometric_instructions`; off = official SINE).
         """
         super().__init__()
         self.num_heads = nheads
         self.gaussian_sigma = gaussian_sigma
         self.refresh_cross_attn_mask = refresh_cross_attn_mask
         self.reference_pooling = reference_pooling
+        self.geometric_prior = geometric_prior
         # Official parameter order (state_dict order matches the released checkpoints).
         self.temp = nn.Parameter(torch.tensor(float(temp_init)))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -227,6 +231,7 @@ class MFormerDecoder(nn.Module):
             "gaussian_sigma": s.GAUSSIAN_SIGMA,
             "refresh_cross_attn_mask": s.REFRESH_CROSS_ATTN_MASK,
             "reference_pooling": s.REFERENCE_POOLING,
+            "geometric_prior": s.GEOMETRIC_PRIOR,
         }
 
     def forward(
@@ -326,7 +331,9 @@ class MFormerDecoder(nn.Module):
         image_tokens = tar_feat.flatten(2).permute(2, 0, 1)
         ref_tokens, image_feat = self.fusion_layers(ref_tokens, image_tokens)
         image_pe = self.pe_layer(tar_feat).flatten(2).permute(2, 0, 1)
-        id_pos = self.id_positional_prior(ref_tokens[:nm], image_feat, image_pe, grid)
+        geometry = self.geometric_instructions(id_tokens, tar_feat) if self.geometric_prior \
+            and nm else None
+        id_pos = self.id_positional_prior(ref_tokens[:nm], image_feat, image_pe, grid, geometry)
         output, query_embed = self.initial_queries(ref_tokens, nm, id_pos)
         if id_only:
             # The self-attention mask keeps ID queries apart from the others, which therefore
@@ -346,7 +353,31 @@ class MFormerDecoder(nn.Module):
             if lazy_aux else aux
         return result
 
-    def id_positional_prior(self, id_tokens, image_feat, image_pe, grid):
+    def geometric_instructions(self, id_tokens: torch.Tensor, tar_feat: torch.Tensor):
+        """SegIC's geometric instructions of every ID token (MODEL.SINE.GEOMETRIC_PRIOR), with
+        SegIC's own functions (SegIC spec §1.3): the cosine similarity of the target features,
+        bilinearly up-sampled 4x, to the token's mask-pooled prototype (the pre-fusion ID
+        token), i.e. the correspondence-propagated coarse mask, and its top-1 point.
+
+        Args:
+            id_tokens: (1, nm, C) pre-fusion ID tokens; tar_feat: (1, C, h, w) neck features.
+        Returns:
+            (coarse (1, nm, h*w) averaged back to the grid, top-1 points (nm, 2) as (row, col)
+            grid cells).
+        """
+        from ..segic.instructions import coarse_masks, similarity_maps, top1_points
+
+        h, w = tar_feat.shape[-2:]
+        size = 4 * max(h, w)  # a square canvas, as SegIC's S/4 map (SINE pads to a square)
+        feats = F.pad(tar_feat[0].float(), (0, max(h, w) - w, 0, max(h, w) - h))
+        similarity = similarity_maps(feats, id_tokens[0].float()[:, None], size, 1e-8)
+        coarse = coarse_masks(similarity, size)  # (nm, 1, size, size), tau = 1
+        points, _ = top1_points(coarse)  # (nm, 1, 2) pixel (x, y) on the 4x canvas
+        grid_coarse = F.adaptive_avg_pool2d(coarse, (max(h, w),) * 2)[:, 0, :h, :w]
+        cells = torch.stack([points[:, 0, 1], points[:, 0, 0]], -1) / 4  # (row, col)
+        return grid_coarse.flatten(1)[None], cells.floor().clamp(max=max(h, w) - 1)
+
+    def id_positional_prior(self, id_tokens, image_feat, image_pe, grid, geometry=None):
         """Positional embedding of the ID queries (spec §2.6).
 
         Softmax(temp * Gaussian-weighted cosine similarity) over the target grid, used to
@@ -357,25 +388,40 @@ class MFormerDecoder(nn.Module):
             image_feat: (hw, 1, C) fused target features.
             image_pe: (hw, 1, C) sine encoding of the target grid.
             grid: (h, w).
+            geometry: SegIC's (coarse mask, top-1 point) from :meth:`geometric_instructions`
+                or None (official). Given, the coarse mask is added to the similarity and the
+                Gaussian is centred on the top-1 point instead of the similarity's arg-max.
         Returns:
             (nm, 1, C)
         """
         q = F.normalize(id_tokens.transpose(0, 1), dim=-1)
         k = F.normalize(image_feat.transpose(0, 1), dim=-1)
-        corr = self.apply_gaussian_kernel(q @ k.transpose(1, 2), grid)
+        corr = q @ k.transpose(1, 2)
+        if geometry is None:
+            corr = self.apply_gaussian_kernel(corr, grid)
+        else:
+            coarse, cells = geometry
+            corr = self.apply_gaussian_kernel(corr + coarse.to(corr.dtype), grid,
+                                              cells.to(corr.device)[None])
         id_dist = (corr * self.temp).softmax(dim=-1)
         return (id_dist @ image_pe.transpose(0, 1)).transpose(0, 1)
 
-    def apply_gaussian_kernel(self, corr: torch.Tensor, grid: Tuple[int, int]) -> torch.Tensor:
-        """Multiply (1, nm, h*w) correlations by a Gaussian centred on each row's argmax.
+    def apply_gaussian_kernel(self, corr: torch.Tensor, grid: Tuple[int, int],
+                              cells: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Multiply (1, nm, h*w) correlations by a Gaussian centred on each row's argmax (or on
+        ``cells`` (1, nm, 2), (row, col) per row).
 
         The official code assumes a square grid; rows/columns are taken from (h, w) here, which is
         the same for square grids and also correct otherwise.
         """
         h, w = grid
-        center = corr.argmax(dim=-1)
-        cy = torch.div(center, w, rounding_mode="floor").to(corr.dtype)[..., None, None]
-        cx = (center % w).to(corr.dtype)[..., None, None]
+        if cells is None:
+            center = corr.argmax(dim=-1)
+            cy = torch.div(center, w, rounding_mode="floor").to(corr.dtype)[..., None, None]
+            cx = (center % w).to(corr.dtype)[..., None, None]
+        else:
+            cy = cells[..., 0].to(corr.dtype)[..., None, None]
+            cx = cells[..., 1].to(corr.dtype)[..., None, None]
         ys = torch.arange(h, device=corr.device, dtype=corr.dtype)[:, None]
         xs = torch.arange(w, device=corr.device, dtype=corr.dtype)[None, :]
         dist2 = (ys - cy) ** 2 + (xs - cx) ** 2
