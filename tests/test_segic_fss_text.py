@@ -28,6 +28,7 @@ def run_suite(out, *opts):
     return fss_eval.main([
         "--config-file", BASE, "--benchmark", "synthetic", "--num-episodes", "3",
         "--output", str(out), *TINY_SEGIC_OPTS, "TEST.FSS.IMAGE_SIZE", "56",
+        "TEST.FSS.SAMPLER", "balanced",
         "DATALOADER.NUM_WORKERS", "0", *opts])
 
 

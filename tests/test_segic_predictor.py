@@ -109,6 +109,7 @@ def test_fss_suite_evaluates_segic(synthetic_root, tmp_path):  # noqa: F811
     summary = fss_eval.main([
         "--config-file", BASE, "--benchmark", "synthetic", "--shot", "2", "--num-episodes", "4",
         "--output", str(tmp_path / "out"), *TINY_SEGIC_OPTS, "TEST.FSS.IMAGE_SIZE", "56",
+        "TEST.FSS.SAMPLER", "balanced",
         "DATALOADER.NUM_WORKERS", "0"])
     fold = summary["folds"]["0"]
     assert fold["episodes"] == 4 and 0 <= fold["mIoU"] <= 100
