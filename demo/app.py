@@ -127,7 +127,8 @@ def _segment(predictor, editor, mask, target, score_thresh, names, mask_threshol
     predictor.set_reference(image, masks, classes)
     result = predictor.predict(target)
     sem_thresh = predictor.cfg.MODEL.SINE.TEST.SEM_SEG_THRESH
-    panels = draw_panels(target, result, sem_thresh, score_thresh, name_of, VIS_MAX_SIDE)
+    panels = draw_panels(target, result, sem_thresh, score_thresh, name_of, VIS_MAX_SIDE,
+                         min_side=0)  # the browser scales small images itself
     images = [panels[k].image if k in panels else None for k in OUTPUT_KEYS]
     captions = "  \n".join(p.caption for p in panels.values())
     listed = ", ".join(f"#{k} {name_of.get(c, f'class {c}')}" for k, c in enumerate(classes))

@@ -63,18 +63,31 @@ def _numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t)
 
 
-def fit_size(h: int, w: int, max_side: Optional[int]) -> Tuple[int, int]:
-    """(h, w) shrunk (never enlarged) so that its longer side is at most ``max_side``."""
-    if not max_side or max(h, w) <= max_side:
+MIN_SIDE = 320  # smaller images are drawn enlarged, so that their labels stay readable
+
+
+def fit_size(h: int, w: int, max_side: Optional[int], min_side: int = MIN_SIDE
+             ) -> Tuple[int, int]:
+    """Drawing size of an (h, w) image: longer side at most ``max_side``, at least
+    ``min_side`` (tiny images are enlarged; ``max_side`` wins if smaller)."""
+    side = max(h, w)
+    target = side
+    if min_side and side < min_side:
+        target = min_side
+    if max_side and target > max_side:
+        target = max_side
+    if target == side:
         return h, w
-    s = max_side / max(h, w)
+    s = target / side
     return max(1, round(h * s)), max(1, round(w * s))
 
 
 def _shrink_image(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == tuple(size):
         return np.ascontiguousarray(image)
-    return cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+    shrink = size[0] < image.shape[0]
+    return cv2.resize(image, (size[1], size[0]),
+                      interpolation=cv2.INTER_AREA if shrink else cv2.INTER_NEAREST)
 
 
 def _sample_rows_cols(src: Tuple[int, int], dst: Tuple[int, int]):
@@ -192,9 +205,8 @@ def draw_reference(image: np.ndarray, masks, classes, names: Optional[Dict[int, 
     small, masks = _shrink_image(image, size), _shrink_masks(masks, size)
     classes = [int(c) for c in _numpy(classes)]
     texts = [f"#{k} {_name(c, names)}" for k, c in enumerate(classes)]
-    objects = ", ".join(texts)
     return Panel(_draw(small, masks, texts, [_colour(k) for k in range(len(masks))]),
-                 f"Reference: {len(masks)} object(s): {objects}")
+                 f"Reference: {len(masks)} object(s)")
 
 
 def draw_identity(image: np.ndarray, ids, names: Optional[Dict[int, str]] = None) -> Panel:
@@ -213,7 +225,7 @@ def draw_identity(image: np.ndarray, ids, names: Optional[Dict[int, str]] = None
     texts = [f"#{ref_ids[i]} {_name(classes[i], names)} {scores[i]:.2f}" for i in shown]
     found = ", ".join(f"#{ref_ids[i]}" for i in sorted(shown, key=lambda i: ref_ids[i]))
     caption = (f"Same object as reference {found}" if shown
-               else "Same object: no reference object found")
+               else "Same object: none of the references found")
     return Panel(_draw(image, masks[shown], texts, [_colour(ref_ids[i]) for i in shown]), caption)
 
 
@@ -227,7 +239,7 @@ def draw_instances(image: np.ndarray, instances, score_thresh: float,
     shown = [j for j in range(len(keep)) if masks[j].any()]
     texts = [f"{_name(classes[keep[j]], names)} {scores[keep[j]]:.2f}" for j in shown]
     colours = [_colour(rank) for rank in range(len(shown))]
-    caption = f"Instances of the reference classes: {len(shown)} with score > {score_thresh:g}"
+    caption = f"Instances: {len(shown)} with score > {score_thresh:g}"
     return Panel(_draw(image, masks[shown], texts, colours), caption)
 
 
@@ -250,7 +262,7 @@ def draw_semantic(image: np.ndarray, sem_seg, classes, sem_thresh: float,
     shown = [i for i in range(len(masks)) if masks[i].any()]
     texts = [_name(classes[i], names) for i in shown]
     found = ", ".join(texts) or "none"
-    caption = f"Semantic region (score > {sem_thresh:g}): {found}"
+    caption = f"Semantic (> {sem_thresh:g}): {found}"
     return Panel(_draw(image, masks[shown], texts, [_colour(classes[i]) for i in shown]), caption)
 
 
@@ -262,15 +274,15 @@ def _shrink_scores(t, ys, xs) -> np.ndarray:
 
 
 def draw_panels(image: np.ndarray, result: Dict, sem_thresh: float, score_thresh: float,
-                names: Optional[Dict[int, str]] = None, max_side: Optional[int] = None
-                ) -> Dict[str, Panel]:
+                names: Optional[Dict[int, str]] = None, max_side: Optional[int] = None,
+                min_side: int = MIN_SIDE) -> Dict[str, Panel]:
     """The enabled granularities of ``result`` (``SinePredictor.predict``) as panels.
 
     Returns:
         {"id", "instances", "semantic"} -> Panel, in that order, for those in ``result``,
-        each at most ``max_side`` pixels per side.
+        drawn at :func:`fit_size` (``max_side``, ``min_side``) of the image.
     """
-    image = _shrink_image(image, fit_size(*image.shape[:2], max_side))
+    image = _shrink_image(image, fit_size(*image.shape[:2], max_side, min_side))
     panels = {}
     if "id" in result:
         panels["id"] = draw_identity(image, result["id"], names)

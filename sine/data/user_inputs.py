@@ -24,7 +24,8 @@ Masks (:func:`read_masks`) -> (N, H, W) bool, one per object:
 * a 2-D mask with several non-zero values (a label map, e.g. a palette PNG) is split into one
   object per value, in increasing value order (255 is kept as an object; only
   :func:`masks_by_object_id`, for DAVIS-style video masks, ignores it as "void");
-  an (H, W, 3) colour mask is split by colour (black = background);
+  an (H, W, 3) colour mask is split by colour (black = background), objects in reading order
+  of their first pixel;
 * soft masks (float values strictly between 0 and 1, or more than :data:`MAX_LABEL_VALUES`
   distinct values, as a JPEG mask has) are refused unless ``mask_threshold`` is given; with it
   they are binarised as ``value / dtype max >= mask_threshold`` (floats as they are) and a
@@ -345,8 +346,9 @@ def _split_colours(a: np.ndarray, where: str, threshold, lossy) -> List[np.ndarr
     if (a[..., 0] == a[..., 1]).all() and (a[..., 0] == a[..., 2]).all():
         return _split_2d(a[..., 0], where, threshold, lossy)
     flat = a.reshape(-1, 3)
-    colours, inverse = np.unique(flat, axis=0, return_inverse=True)
-    keep = [i for i, c in enumerate(colours) if c.any()]
+    colours, first, inverse = np.unique(flat, axis=0, return_index=True, return_inverse=True)
+    # Objects in reading order (first pixel top-left to bottom-right), as a person counts them.
+    keep = sorted((i for i, c in enumerate(colours) if c.any()), key=lambda i: first[i])
     if len(keep) > MAX_LABEL_VALUES:
         if threshold is None:
             raise _soft_mask_error(where, f"a colour mask with {len(keep)} colours", lossy)
@@ -412,7 +414,8 @@ def masks_by_object_id(masks, image_shape, where: str = "masks",
     """Video objects: ``{object id >= 1: mask}`` or one label map -> ``{id: (H, W) bool}``.
 
     A label map (array, tensor, PIL image or PNG path; a palette PNG as DAVIS annotations) gives
-    object k for value k; 255 is DAVIS's "void" and ignored. A binary mask is object 1.
+    object k for value k; 255 is DAVIS's "void" and ignored next to other values. A binary mask
+    (one non-zero value, e.g. 0/255) is object 1.
     """
     if isinstance(masks, dict):
         if not masks:
@@ -448,9 +451,12 @@ def masks_by_object_id(masks, image_shape, where: str = "masks",
         return {1: read_masks(a, hw, where, mask_threshold)[0]}
     if not np.issubdtype(a.dtype, np.integer):
         raise UserInputError(f"{where} has dtype {a.dtype}: give an integer label map")
-    values = [int(v) for v in np.unique(a) if v not in (0, VOID_VALUE)]
+    values = [int(v) for v in np.unique(a) if v != 0]
+    if len(values) == 1:  # a binary mask (0/1, 0/255, ...): one object
+        return {1: a > 0}
+    values = [v for v in values if v != VOID_VALUE]
     if not values:
-        raise UserInputError(f"{where} is empty: no object to track (all pixels are 0 or 255)")
+        raise UserInputError(f"{where} is empty: no object to track (all pixels are 0)")
     if len(values) > MAX_LABEL_VALUES:
         if mask_threshold is None:
             raise _soft_mask_error(where, f"a mask with {len(values)} distinct values", lossy)
