@@ -96,7 +96,8 @@ class FrameSink:
     def __init__(self, output, fps):
         self.output, self.fps = output, fps
         self.kind = output_kind(output)
-        self.writer, self.size, self.gif_frames, self.resized = None, None, [], []
+        self.writer, self.gif_frames, self.resized = None, [], []
+        self.first = self.size = None  # first frame's size; the output's size
         folder = output if self.kind == "folder" else os.path.dirname(os.path.abspath(output))
         os.makedirs(folder, exist_ok=True)
         ext = os.path.splitext(output)[1]
@@ -108,14 +109,17 @@ class FrameSink:
         import cv2
 
         h, w = rgb.shape[:2]
-        if self.size is None:
-            self.size = (h, w)
-        elif (h, w) != self.size:
+        if self.first is None:
+            self.first = (h, w)
+            if self.size is None:
+                self.size = (h, w)
+        elif (h, w) != self.first:
             if not self.resized:
                 logger.warning("frame %s is %dx%d but the video is %dx%d: resized to fit "
                                "(use a folder --output to keep every frame's size)",
-                               name, w, h, self.size[1], self.size[0])
+                               name, w, h, self.first[1], self.first[0])
             self.resized.append(name)
+        if (h, w) != self.size:
             rgb = cv2.resize(rgb, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
         return rgb
 
@@ -135,7 +139,7 @@ class FrameSink:
             from demo.visualize import fit_size
 
             if self.size is None:
-                self.size = fit_size(*rgb.shape[:2], GIF_MAX_SIDE)
+                self.size = fit_size(*rgb.shape[:2], GIF_MAX_SIDE, min_side=0)
             self.gif_frames.append(self._fit(name, rgb))
             return
         rgb = self._fit(name, rgb)
