@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Peak memory and time of one very large target: the API (``SinePredictor.predict``) against
+"""Peak memory and time of one very large target: the API (``InContextPredictor.predict``) against
 the command line (demo/demo.py: predict + draw + save), each in a fresh process.
 
     python benchmarks/bench_large_image.py [--side 9000]
@@ -50,9 +50,9 @@ def child(mode: str, folder: str) -> dict:
     before = rss_mib()
     start = time.perf_counter()
     if mode == "api":
-        from sine.engine.predictor import SinePredictor
+        from sine.engine.predictor import InContextPredictor
 
-        p = SinePredictor.from_config_file(CONFIG)
+        p = InContextPredictor.from_config_file(CONFIG)
         p.set_reference(os.path.join(folder, "ref.png"), os.path.join(folder, "labels.png"))
         result = p.predict(os.path.join(folder, "target.jpg"))
         n = len(result["instances"])

@@ -211,9 +211,9 @@ def get_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None):
     head, opts = split_config_overrides(list(sys.argv[1:] if argv is None else argv))
     args = get_parser().parse_args(head)
-    from sine.engine.predictor import SinePredictor
+    from sine.engine.predictor import InContextPredictor
 
-    predictor = SinePredictor.from_config_file(
+    predictor = InContextPredictor.from_config_file(
         args.config_file, opts=[*args.opts_deprecated, *args.opts, *opts], device=args.device)
     build_app(predictor).launch(server_name=args.host, server_port=args.port)
 

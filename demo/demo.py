@@ -295,9 +295,10 @@ def save_png(path: str, rgb) -> None:
 
 
 def build_predictor(args):
-    from sine.engine.predictor import SinePredictor
+    from sine.engine.predictor import InContextPredictor
 
-    return SinePredictor.from_config_file(args.config_file, opts=args.opts, device=args.device)
+    return InContextPredictor.from_config_file(args.config_file, opts=args.opts,
+                                               device=args.device)
 
 
 def run(args) -> BatchSummary:

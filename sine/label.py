@@ -5,7 +5,7 @@
 
 * References: every non-crowd annotation of the images of ``--ref-coco`` (K shots, any number
   of categories; ``--ref-image-ids`` picks some images). Category ids and names come from it.
-  Their features are computed once (``SinePredictor.set_reference``) for the whole folder.
+  Their features are computed once (``InContextPredictor.set_reference``) for the whole folder.
 * Images: folders, globs or .txt lists (as demo/demo.py ``--input``).
 * Output: a COCO instance file (``images``, ``categories`` with names, ``annotations`` with RLE
   masks, boxes, areas and ``score``), loadable with ``pycocotools.coco.COCO`` and, as a result
@@ -214,7 +214,7 @@ def label(args) -> dict:
     from tqdm import tqdm
 
     from .data.user_inputs import UserInputError, expand_image_inputs, read_image
-    from .engine.predictor import SinePredictor
+    from .engine.predictor import InContextPredictor
     from .utils.io import atomic_write_json
 
     images = expand_image_inputs(args.images, "--images")
@@ -232,8 +232,8 @@ def label(args) -> dict:
             except UserInputError as e:
                 raise UserInputError(f"{e} (nothing was labelled; --skip-errors skips "
                                      "unreadable images)") from e
-    predictor = SinePredictor.from_config_file(args.config_file, opts=args.opts,
-                                               device=args.device)
+    predictor = InContextPredictor.from_config_file(args.config_file, opts=args.opts,
+                                                    device=args.device)
     predictor.set_reference(ref_images, ref_masks, ref_classes)  # once for the whole folder
     if done:
         logger.info("resuming: %d of %d image(s) already labelled", len(done), len(images))

@@ -276,7 +276,7 @@ def _shrink_scores(t, ys, xs) -> np.ndarray:
 def draw_panels(image: np.ndarray, result: Dict, sem_thresh: float, score_thresh: float,
                 names: Optional[Dict[int, str]] = None, max_side: Optional[int] = None,
                 min_side: int = MIN_SIDE) -> Dict[str, Panel]:
-    """The enabled granularities of ``result`` (``SinePredictor.predict``) as panels.
+    """The enabled granularities of ``result`` (``InContextPredictor.predict``) as panels.
 
     Returns:
         {"id", "instances", "semantic"} -> Panel, in that order, for those in ``result``,
