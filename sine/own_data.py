@@ -191,17 +191,25 @@ def write_example_dataset(folder: str, num_train: int = 16, num_val: int = 8,
     return paths
 
 
+def _setup_loggers(output: str) -> None:
+    """Log to the console and ``<output>/log.txt``; detectron2's logger prints the training
+    progress (iteration, losses, ETA) and the evaluation tables."""
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(output=output, name="detectron2", abbrev_name="d2")
+    setup_logger(output=output, name="sine")
+
+
 # ---------------------------------------------------------------------------------- train
 def train(args) -> str:
     """Fine-tune; returns the path of ``model_final.pth``."""
     from detectron2.utils.env import seed_all_rng
-    from detectron2.utils.logger import setup_logger
 
     from .engine.trainer import Trainer
     from .utils.user_config import check_weights_file
 
     os.makedirs(args.output, exist_ok=True)
-    setup_logger(output=args.output, name="sine")
+    _setup_loggers(args.output)
     register_own_dataset(args.name, args.train_json, args.train_images, args.output)
     cfg = _config(args, datasets_train=(args.name,))
     check_weights_file(cfg.MODEL.WEIGHTS)
