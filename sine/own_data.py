@@ -333,13 +333,11 @@ def fss_miou(cfg, test_name, episodes, seed, shots=1):
 
 
 def evaluate(args) -> dict:
-    from detectron2.utils.logger import setup_logger
-
+    from .data.user_inputs import UserInputError
     from .utils.io import atomic_write_json
 
     os.makedirs(args.output, exist_ok=True)
-    setup_logger(output=args.output, name="sine")
-    from .data.user_inputs import UserInputError
+    _setup_loggers(args.output)
 
     register_own_dataset(args.name, args.test_json, args.test_images, args.output)
     ref_name = args.name
