@@ -360,7 +360,7 @@ MODEL_CASES = {
 }
 if not torch.cuda.is_available():
     MODEL_CASES["cuda_on_cpu_machine"] = (lambda t: ({"device": "cuda"}),
-                                          r"CUDA is not available on this machine: use cpu")
+                                          r"CUDA is not available here: use MODEL.DEVICE cpu")
     MODEL_CASES["cuda_in_config"] = (lambda t: ({"opts": ["MODEL.DEVICE", "cuda"]}),
                                      r"CUDA is not available")
 
