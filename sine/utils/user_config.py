@@ -41,7 +41,13 @@ def load_user_config(config_file=None, opts: Sequence[str] = ()):
     cfg = get_cfg()
     add_sine_config(cfg)
     if config_file:
+        from ..evaluation.suite_setup import resolve_config_file
+
         config_file = os.fspath(config_file)
+        try:  # the documented configs/... paths work from any working directory
+            config_file = resolve_config_file(config_file)
+        except FileNotFoundError:
+            pass
         if not os.path.isfile(config_file):
             raise UserInputError(
                 f"config file {config_file!r} does not exist (the CPU demo model is "
