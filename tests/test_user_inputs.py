@@ -395,10 +395,14 @@ def video_predictor(predictor):
     return VideoPredictor(predictor)
 
 
-def test_video_step_before_start_is_an_error(video_predictor):
-    video_predictor.reset()
+def test_video_step_before_start_is_an_error(predictor):
+    from sine.engine.video_predictor import VideoPredictor
+
+    fresh = VideoPredictor(predictor)
     with pytest.raises(UserInputError, match=r"call start\(frame, masks\)"):
-        video_predictor.step(REF)
+        fresh.step(REF)
+    fresh.reset()  # a new video whose objects appear later (YouTube-VOS): empty frames first
+    assert fresh.step(REF).masks == {} and not fresh.step(REF).labels.any()
 
 
 VIDEO_MASK_CASES = {

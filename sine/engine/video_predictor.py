@@ -221,6 +221,7 @@ class VideoPredictor:
         self.flip_tta = vos.FLIP_TTA
         self._bank_args = MemoryBank.from_config(predictor.cfg)
         self.reset()
+        self.in_video = False  # no video begun yet: step() needs start() (or reset()) first
 
     @classmethod
     def from_config_file(cls, config_file, weights=None, opts=(), device=None):
@@ -231,7 +232,9 @@ class VideoPredictor:
         return self.model.device
 
     def reset(self) -> None:
-        """Forget every object and memory frame (a new video)."""
+        """Forget every object and memory frame: a new video begins, whose objects may appear
+        on later frames (``step`` gives empty results until then)."""
+        self.in_video = True
         self.bank = MemoryBank(**self._bank_args)
         self.last_frame_id: Optional[int] = None
         self.last_scores: Dict[int, float] = {}
@@ -271,13 +274,16 @@ class VideoPredictor:
         """
         image = read_image(frame, "the frame")
         new = {} if new_objects is None else object_masks(new_objects, image.shape, "new_objects")
-        if not new and not len(self.bank):
+        if not new and not len(self.bank) and not self.in_video:
             raise UserInputError("no object is tracked: call start(frame, masks) with the first "
                                  "frame's object masks before step()")
         known = [i for i in new if i in self.bank]
         if known:
             raise ValueError(f"object(s) {known} are already tracked; give new object ids")
         frame_id = self._next_frame_id(frame_id)
+        if not new and not len(self.bank):  # a frame before the video's first object
+            self.last_scores = {}
+            return FrameResult({}, np.zeros(image.shape[:2], np.uint8))
         prepared = self._prepare(image)
         with self._autocast():
             # Flip test-time augmentation: the mirrored frame is encoded in the same batch.
