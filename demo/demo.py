@@ -1,71 +1,69 @@
 #!/usr/bin/env python
-"""Segment your own images with SINE (or SegIC), given a reference image and its mask(s).
+"""Segment your own images with SINE, given a reference image and its mask(s).
 
     python demo/demo.py --config-file configs/demo/sine_synthetic_tiny.yaml \
-        --ref-image ref.jpg --ref-mask cat.png dog.png --ref-class 0 1 --ref-name cat dog \
-        --input "targets/*.jpg" --output out/ --opts MODEL.WEIGHTS output/demo/model_final.pth
-
-Any in-context model's config runs unchanged (e.g. ``configs/segic/Base-SegIC.yaml``; SegIC
-gives the ID and semantic results, and reads ``--ref-name`` as its text prompt).
+        --ref-image ref.jpg --ref-mask cat.png dog.png --ref-names cat dog \
+        --input targets/ --output out/ MODEL.WEIGHTS output/demo/model_final.pth
 
 The reference can also come from a COCO annotation file (``--ref-coco ann.json --ref-image-id N``:
-every non-crowd annotation of image N is one reference mask, its class the category id).
+every non-crowd annotation of image N is one reference mask, its class the category id and its
+name the category name). ``--input`` takes files, folders, quoted globs and .txt lists of paths.
 For every target ``<name>.<ext>`` it writes to ``--output``:
 
-* ``<name>_sine.png``: the ID, instance and semantic results side by side (demo/visualize.py);
-* ``<name>_masks.npz``: the masks at the target's size (see demo/README.md for the arrays).
+* ``<name>_sine.png``: the reference with its masks, then the ID, instance and semantic results
+  (demo/visualize.py), drawn at most ``--vis-max-side`` pixels per side;
+* ``<name>_masks.npz``: the masks at the target's full size (see demo/README.md for the arrays).
 
-Masks must have exactly the size of their reference image; anything else is an error.
+Every target is checked before anything is written; an unreadable one stops the command
+(``--skip-errors`` reports and skips it instead). Files are written atomically, and a summary
+of successes and failures ends the run. Config overrides are ``KEY VALUE`` pairs at the end of
+the line, as for train_net.py (``--opts KEY VALUE`` still works, deprecated).
 """
 import argparse
-import contextlib
-import glob
-import io
 import logging
 import os
 import sys
+from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# First, even if PYTHONPATH holds it too: a script's own folder (demo/) leads sys.path, and there
-# `demo` would be this file instead of the package.
-if sys.path[0] != ROOT:
-    sys.path.insert(0, ROOT)
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# Run as a script, this folder comes first on sys.path and `demo` would be demo/demo.py.
+sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, ROOT)]
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from detectron2.data import detection_utils as utils  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-from PIL import Image  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+# Only light modules at import time: `--help` must not wait for torch / detectron2.
+from demo import light_cli  # noqa: E402
 
-from demo.visualize import (  # noqa: E402
-    draw_panels,
-    reference_class_names,
-    semantic_masks,
-    side_by_side,
-)
-from sine.engine.predictor import InContextPredictor, read_rgb  # noqa: E402
+_cli = light_cli()
+add_common_flags, run_cli, split_config_overrides = (
+    _cli.add_common_flags, _cli.run_cli, _cli.split_config_overrides)
 
 logger = logging.getLogger("sine.demo")
 
 DEFAULT_CONFIG = os.path.join(ROOT, "configs/demo/sine_synthetic_tiny.yaml")
+VIS_MAX_SIDE = 1600  # default longest side of the drawn overlays (masks are saved at full size)
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="SINE in-context segmentation of your own images (ID, instances, semantic)."
+        description="SINE in-context segmentation of your own images (ID, instances, semantic).",
+        epilog="Config overrides go last: ... --output out/ MODEL.WEIGHTS model.pth",
     )
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG, metavar="FILE")
+    parser.add_argument("--config-file", default=DEFAULT_CONFIG, metavar="FILE",
+                        help="default: the CPU demo model configs/demo/sine_synthetic_tiny.yaml")
     parser.add_argument("--ref-image", help="reference image (optional with --ref-coco)")
     parser.add_argument("--ref-mask", nargs="+", metavar="PNG",
-                        help="one mask image per reference object (pixels > 0 = object)")
-    parser.add_argument("--ref-class", nargs="+", type=int, metavar="ID",
-                        help="class id of every reference mask (default: all 0; with "
-                             "--ref-coco: the category ids)")
-    parser.add_argument("--ref-name", nargs="+", metavar="NAME",
-                        help="class name of every reference mask: captions, and SegIC's text "
-                             "prompt 'a photo of a NAME' (with --ref-coco: the category names)")
+                        help="mask file(s) of the reference: binary (one object) or label maps "
+                             "(one object per non-zero value)")
+    parser.add_argument("--ref-class", nargs="+", metavar="ID",
+                        help="class id (integer >= 0) of every reference object (default: one "
+                             "class per --ref-names name, else all 0; with --ref-coco: the "
+                             "category ids)")
+    parser.add_argument("--ref-names", "--ref-name", nargs="+", metavar="NAME",
+                        dest="ref_names",
+                        help="name of every reference object, shown in the outputs and used as "
+                             "SegIC's text prompt 'a photo of a NAME' (objects with the same "
+                             "name are one class unless --ref-class says otherwise)")
     parser.add_argument("--neg-mask", nargs="+", metavar="PNG",
                         help="masks on the reference image of look-alikes to exclude ('not "
                              "this'): SegIC's 'another entity' tokens, SINE's suppressing class")
@@ -73,119 +71,203 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ref-image-id", type=int, help="image id in --ref-coco")
     parser.add_argument("--ref-image-root", metavar="DIR",
                         help="folder of the COCO file names (default: the JSON's folder)")
-    parser.add_argument("--input", nargs="+", required=True, metavar="GLOB",
-                        help='target image(s): paths or quoted globs, e.g. "targets/*.jpg"')
+    parser.add_argument("--mask-threshold", type=float, metavar="T",
+                        help="binarise soft masks (JPEG, anti-aliased, float) at this fraction "
+                             "of their value range, e.g. 0.5 (default: refuse them)")
+    parser.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                        help="target image(s): files, folders, quoted globs (\"targets/*.jpg\") "
+                             "or .txt files listing one path per line")
     parser.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: MODEL.DEVICE")
+    parser.add_argument("--skip-errors", action="store_true",
+                        help="report unreadable targets and go on (default: stop before "
+                             "writing anything)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (default: MODEL.DEVICE)")
     parser.add_argument("--confidence-threshold", type=float, default=0.5,
                         help="minimum score of the instance results drawn and saved")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
-                        help="config overrides as KEY VALUE pairs, e.g. MODEL.WEIGHTS x.pth")
-    return parser
+    parser.add_argument("--vis-max-side", type=int, default=VIS_MAX_SIDE, metavar="PX",
+                        help=f"longest side of the drawn overlays (default {VIS_MAX_SIDE})")
+    return add_common_flags(parser)
 
 
-def _read_mask_file(path: str, image_shape) -> np.ndarray:
-    """A mask PNG -> (H, W) bool; errors name the file."""
-    try:
-        mask = utils.read_image(path, format="L")
-    except Exception as e:
-        raise ValueError(f"cannot read mask file {path!r}: {e}") from e
-    if mask.shape[:2] != tuple(image_shape[:2]):
-        raise ValueError(
-            f"mask file {path!r} is {mask.shape[1]}x{mask.shape[0]} (WxH) but its reference "
-            f"image is {image_shape[1]}x{image_shape[0]}: masks must have the size of the image"
-        )
-    if not (mask > 0).any():
-        raise ValueError(f"mask file {path!r} is empty: it has no pixel > 0")
-    return mask > 0
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head, opts = split_config_overrides(argv)
+    args = get_parser().parse_args(head)
+    args.opts = [*args.opts_deprecated, *args.opts, *opts]
+    return args
 
 
-def load_mask_files(args) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """--ref-image + --ref-mask -> image (H, W, 3) uint8, masks (N, H, W) bool, labels (N,)."""
+# ------------------------------------------------------------------------------- reference
+@dataclass
+class Reference:
+    """The reference of the command line: image (H, W, 3), masks (N, H, W), classes and names."""
+
+    image: object
+    masks: object
+    classes: List[int]
+    names: dict = field(default_factory=dict)  # class id -> name
+
+
+def _cli_class_ids(values, count):
+    from sine.data.user_inputs import UserInputError, class_ids
+
+    ints = []
+    for v in values:
+        try:
+            ints.append(int(v, 10))
+        except ValueError:
+            raise UserInputError(f"--ref-class {v!r} is not an integer: class ids are integers "
+                                 ">= 0, one per reference object") from None
+    return class_ids(ints, count, "--ref-class")
+
+
+def load_mask_files(args) -> Reference:
+    from sine.data.user_inputs import UserInputError, read_image, read_masks
+
     if not args.ref_image:
-        raise ValueError("--ref-mask needs --ref-image (the image the masks belong to)")
-    image = read_rgb(args.ref_image)
-    masks = np.stack([_read_mask_file(p, image.shape) for p in args.ref_mask])
-    labels = np.zeros(len(masks), np.int64) if args.ref_class is None else args.ref_class
-    return image, masks, np.asarray(labels, np.int64)
+        raise UserInputError("--ref-mask needs --ref-image (the image the masks belong to)")
+    image = read_image(args.ref_image, "--ref-image")
+    masks = read_masks(args.ref_mask, image.shape, "--ref-mask", args.mask_threshold)
+    return Reference(image, masks, [])
 
 
-def load_coco_reference(args) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """--ref-coco + --ref-image-id -> image, masks (N, H, W) bool, category ids (N,)."""
-    from pycocotools.coco import COCO
+def load_coco_reference(args) -> Reference:
+    """--ref-coco + --ref-image-id -> every non-crowd annotation of that image."""
+    import contextlib
+    import io
+
+    import numpy as np
+
+    from sine.data.user_inputs import UserInputError, read_image
 
     if args.ref_image_id is None:
-        raise ValueError("--ref-coco needs --ref-image-id (which image of the file to use)")
+        raise UserInputError("--ref-coco needs --ref-image-id (which image of the file to use)")
     if not os.path.isfile(args.ref_coco):
-        raise ValueError(f"COCO annotation file {args.ref_coco!r} does not exist")
+        raise UserInputError(f"COCO annotation file {args.ref_coco!r} does not exist")
+    from pycocotools.coco import COCO
+
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             coco = COCO(args.ref_coco)
     except Exception as e:
-        raise ValueError(f"cannot read COCO annotation file {args.ref_coco!r}: {e}") from e
+        raise UserInputError(f"cannot read COCO annotation file {args.ref_coco!r}: {e}") from e
     if args.ref_image_id not in coco.imgs:
         some = sorted(coco.imgs)[:10]
-        raise ValueError(f"image id {args.ref_image_id} is not in {args.ref_coco!r} "
-                         f"(it has e.g. {some})")
+        raise UserInputError(f"image id {args.ref_image_id} is not in {args.ref_coco!r} "
+                             f"(it has e.g. {some})")
     info = coco.imgs[args.ref_image_id]
     root = args.ref_image_root or os.path.dirname(os.path.abspath(args.ref_coco))
-    image = read_rgb(args.ref_image or os.path.join(root, info["file_name"]))
+    image = read_image(args.ref_image or os.path.join(root, info["file_name"]),
+                       f"image {args.ref_image_id} of {args.ref_coco!r}")
     anns = [a for a in coco.imgToAnns[args.ref_image_id] if not a.get("iscrowd", 0)]
-    masks = [coco.annToMask(a) > 0 for a in anns]
+    try:
+        masks = [coco.annToMask(a) > 0 for a in anns]
+    except Exception as e:
+        raise UserInputError(f"bad segmentation in {args.ref_coco!r} for image "
+                             f"{args.ref_image_id}: {e}") from e
     keep = [i for i, m in enumerate(masks) if m.any()]
     if not keep:
-        raise ValueError(f"image id {args.ref_image_id} of {args.ref_coco!r} has no non-empty, "
-                         "non-crowd annotation to use as reference")
+        raise UserInputError(f"image id {args.ref_image_id} of {args.ref_coco!r} has no "
+                             "non-empty, non-crowd annotation to use as reference")
     masks = np.stack([masks[i] for i in keep])
     if masks.shape[1:] != image.shape[:2]:
-        raise ValueError(f"annotations of image id {args.ref_image_id} are "
-                         f"{masks.shape[2]}x{masks.shape[1]} but the image is "
-                         f"{image.shape[1]}x{image.shape[0]}")
-    labels = [anns[i]["category_id"] for i in keep] if args.ref_class is None else args.ref_class
-    args.coco_names = [coco.cats.get(anns[i]["category_id"], {}).get("name") or "" for i in keep]
-    return image, masks, np.asarray(labels, np.int64)
+        raise UserInputError(f"annotations of image id {args.ref_image_id} are "
+                             f"{masks.shape[2]}x{masks.shape[1]} but the image is "
+                             f"{image.shape[1]}x{image.shape[0]}")
+    classes = [anns[i]["category_id"] for i in keep]
+    names = {c: coco.cats[c].get("name", str(c)) for c in classes if c in coco.cats}
+    return Reference(image, masks, classes, names)
 
 
-def load_reference(args) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The reference of the command line: image (H, W, 3), masks (N, H, W), labels (N,)."""
+def load_reference(args) -> Reference:
+    """Reads and validates the reference of the command line (before any model is built)."""
+    from sine.data.user_inputs import UserInputError, class_ids
+
     if bool(args.ref_mask) == bool(args.ref_coco):
-        raise ValueError("give the reference either as --ref-image IMG --ref-mask PNG [PNG ...] "
-                         "or as --ref-coco JSON --ref-image-id N")
-    image, masks, labels = load_mask_files(args) if args.ref_mask else load_coco_reference(args)
-    if len(labels) != len(masks):
-        raise ValueError(f"--ref-class gives {len(labels)} class ids for {len(masks)} masks: "
-                         "give one per mask")
-    return image, masks, labels
+        raise UserInputError("give the reference either as --ref-image IMG --ref-mask PNG "
+                             "[PNG ...] or as --ref-coco JSON --ref-image-id N")
+    ref = load_mask_files(args) if args.ref_mask else load_coco_reference(args)
+    n = len(ref.masks)
+    if args.ref_class is not None:
+        ref.classes = _cli_class_ids(args.ref_class, n)
+    if args.ref_names is not None:
+        if len(args.ref_names) != n:
+            raise UserInputError(f"--ref-names gives {len(args.ref_names)} name(s) for {n} "
+                                 "reference object(s) (a label map counts one object per value)"
+                                 ": give one name per object")
+        if not ref.classes:  # one class per distinct name, in order of appearance
+            order = list(dict.fromkeys(args.ref_names))
+            ref.classes = [order.index(name) for name in args.ref_names]
+        names = {}
+        for c, name in zip(ref.classes, args.ref_names):
+            if names.setdefault(c, name) != name:
+                raise UserInputError(f"class {c} is named both {names[c]!r} and {name!r} in "
+                                     "--ref-names: give one name per class")
+        ref.names = names
+    if not ref.classes:
+        ref.classes = [0] * n
+    ref.classes = class_ids(ref.classes, n, "class ids")
+    return ref
 
 
-def reference_names(args, num_masks: int) -> Optional[List[str]]:
-    """--ref-name (one per mask), else the COCO category names of --ref-coco, else None."""
-    if args.ref_name is not None:
-        if len(args.ref_name) != num_masks:
-            raise ValueError(f"--ref-name gives {len(args.ref_name)} names for {num_masks} "
-                             "masks: give one per mask")
-        return list(args.ref_name)
-    return getattr(args, "coco_names", None)
+# ----------------------------------------------------------------------------------- batch
+@dataclass
+class BatchSummary:
+    """What a run did: written ``<name>_sine.png`` paths and ``(target, reason)`` failures."""
+
+    written: List[str] = field(default_factory=list)
+    failed: List[Tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def exit_status(self) -> int:
+        return 3 if self.failed else 0  # 3: finished, but some targets were skipped
+
+    def report(self) -> str:
+        lines = [f"{len(self.written)} target(s) written, {len(self.failed)} failed"]
+        lines += [f"  failed: {path}: {reason}" for path, reason in self.failed]
+        return "\n".join(lines)
 
 
-def expand_inputs(patterns: List[str]) -> List[str]:
-    """Paths and globs -> sorted existing files; unmatched patterns and name clashes are errors."""
-    files = []
-    for pattern in patterns:
-        matches = sorted(glob.glob(os.path.expanduser(pattern)))
-        if not matches:
-            raise ValueError(f"--input {pattern!r} matches no file")
-        files.extend(m for m in matches if os.path.isfile(m))
-    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+def output_stems(targets: List[str]) -> List[str]:
+    """Output names (file stems); a clash would overwrite results, so it is an error."""
+    from sine.data.user_inputs import UserInputError
+
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in targets]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
-        raise ValueError(f"several targets are named {clashes}: outputs are named after the "
-                         "file name, so rename them or run them separately")
-    return files
+        raise UserInputError(f"several targets are named {clashes}: outputs are named after the "
+                             "file name, so rename them or run them separately")
+    return stems
 
 
-def save_masks(path: str, result: dict, sem_thresh: float, score_thresh: float):
+def check_targets(targets: List[str], skip_errors: bool, summary: BatchSummary) -> List[str]:
+    """Decode every target once before writing anything; returns the readable ones."""
+    from sine.data.user_inputs import UserInputError, read_image
+
+    ok = []
+    for path in targets:
+        try:
+            read_image(path, "target")
+        except UserInputError as e:
+            if not skip_errors:
+                raise UserInputError(f"{e} (nothing was written; --skip-errors skips "
+                                     "unreadable targets)") from e
+            logger.warning("skipping %s", e)
+            summary.failed.append((path, str(e)))
+        else:
+            ok.append(path)
+    return ok
+
+
+def save_masks(path: str, result: dict, sem_thresh: float, score_thresh: float,
+               names: Optional[dict] = None):
     """The masks of one target as a compressed npz (arrays listed in demo/README.md)."""
+    import numpy as np
+    import torch
+
+    from demo.visualize import semantic_masks
+    from sine.utils.io import atomic_write
+
     arrays = {}
     if "id" in result:
         ids = result["id"].to("cpu")
@@ -200,54 +282,82 @@ def save_masks(path: str, result: dict, sem_thresh: float, score_thresh: float):
     if "sem_seg" in result:
         arrays.update(semantic_masks=semantic_masks(result["sem_seg"], sem_thresh),
                       semantic_classes=result["sem_seg_classes"].cpu())
-    np.savez_compressed(path, **{k: np.asarray(v) for k, v in arrays.items()})
+    if names:
+        classes = sorted(names)
+        arrays.update(class_ids=np.asarray(classes, np.int64),
+                      class_names=np.asarray([names[c] for c in classes], dtype=str))
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
-def build_predictor(args) -> InContextPredictor:
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available: use --device cpu")
-    if not os.path.isfile(args.config_file):
-        raise ValueError(f"config file {args.config_file!r} does not exist")
+def save_png(path: str, rgb) -> None:
+    from PIL import Image
+
+    from sine.utils.io import atomic_write
+
+    with atomic_write(path, "wb") as f:
+        Image.fromarray(rgb).save(f, format="PNG")
+
+
+def build_predictor(args):
+    from sine.engine.predictor import InContextPredictor
+
     return InContextPredictor.from_config_file(args.config_file, opts=args.opts,
                                                device=args.device)
 
 
-def run(args) -> List[str]:
-    """Segment every target; returns the written ``<name>_sine.png`` paths."""
-    targets = expand_inputs(args.input)
-    image, masks, labels = load_reference(args)
-    names = reference_names(args, len(masks))
-    predictor = build_predictor(args)
+def run(args) -> BatchSummary:
+    """Segment every target; ``summary.written`` lists the ``<name>_sine.png`` files."""
+    from tqdm import tqdm
+
+    from demo.visualize import draw_reference, draw_result
+    from sine.data.user_inputs import UserInputError, expand_image_inputs, read_image, read_masks
+
+    summary = BatchSummary()
+    targets = expand_image_inputs(args.input, "--input")
+    output_stems(targets)
+    ref = load_reference(args)
+    predictor = build_predictor(args)  # config, weights and device are checked here
+    targets = check_targets(targets, args.skip_errors, summary)
     negatives = None
     if args.neg_mask:
-        negatives = np.stack([_read_mask_file(p, image.shape) for p in args.neg_mask])
-    tokens = predictor.set_reference(image, masks, labels.tolist(), names=names,
-                                     negatives=negatives)
-    class_names = reference_class_names(tokens)
+        negatives = read_masks(args.neg_mask, ref.image.shape, "--neg-mask", args.mask_threshold)
+    predictor.set_reference(ref.image, ref.masks, ref.classes,
+                            names=[ref.names.get(c) for c in ref.classes] if ref.names else None,
+                            negatives=negatives)
     sem_thresh = predictor.cfg.MODEL.SINE.TEST.SEM_SEG_THRESH
+    ref_panel = draw_reference(ref.image, ref.masks, ref.classes, ref.names, args.vis_max_side)
     os.makedirs(args.output, exist_ok=True)
-    written = []
-    for path in tqdm(targets, desc="segment", unit="image"):
-        target = read_rgb(path)
-        result = predictor.predict(target)
+    for path in tqdm(targets, desc="SINE", unit="image"):
         name = os.path.join(args.output, os.path.splitext(os.path.basename(path))[0])
-        panels = draw_panels(target, result, sem_thresh, args.confidence_threshold,
-                             class_names)
-        Image.fromarray(side_by_side(list(panels.values()))).save(name + "_sine.png")
-        save_masks(name + "_masks.npz", result, sem_thresh, args.confidence_threshold)
-        written.append(name + "_sine.png")
-    logger.info("wrote %d result(s) to %s", len(written), args.output)
-    return written
+        try:
+            target = read_image(path, "target")
+            result = predictor.predict(target)
+            canvas = draw_result(target, result, sem_thresh, args.confidence_threshold,
+                                 names=ref.names, reference=ref_panel,
+                                 max_side=args.vis_max_side)
+            del target
+            save_masks(name + "_masks.npz", result, sem_thresh, args.confidence_threshold,
+                       ref.names)
+            save_png(name + "_sine.png", canvas)
+        except UserInputError as e:
+            if not args.skip_errors:
+                raise
+            logger.warning("skipping %s", e)
+            summary.failed.append((path, str(e)))
+            continue
+        summary.written.append(name + "_sine.png")
+    print(summary.report(), file=sys.stderr)
+    return summary
 
 
-def main(argv: Optional[List[str]] = None) -> List[str]:
-    args = get_parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None) -> BatchSummary:
+    args = parse_args(argv)
+    from detectron2.utils.logger import setup_logger
+
     setup_logger(name="sine")
     return run(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    try:
-        main()
-    except ValueError as e:
-        sys.exit(f"error: {e}")
+    sys.exit(run_cli(main))

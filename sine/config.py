@@ -288,17 +288,23 @@ def add_segic_config(cfg):
     cfg.MODEL.SEGIC.VOS.SIMILARITY_EPS = 1e-4
 
 
+def get_default_cfg():
+    """detectron2's defaults plus the keys of both models (SINE and SegIC), nothing merged."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_sine_config(cfg)
+    add_segic_config(cfg)
+    return cfg
+
+
 def get_sine_cfg(config_file=None, opts=()):
     """A detectron2 config with the keys of both models (SINE and SegIC), ``config_file`` and
     ``KEY VALUE`` ``opts`` merged.
 
     Not frozen, so scripts can still adjust it.
     """
-    from detectron2.config import get_cfg
-
-    cfg = get_cfg()
-    add_sine_config(cfg)
-    add_segic_config(cfg)
+    cfg = get_default_cfg()
     if config_file:
         cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))

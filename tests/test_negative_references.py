@@ -57,7 +57,7 @@ def test_negatives_are_never_results_and_change_nothing_when_absent(config, opts
     out = predictor.predict(image, outputs={"id", "sem_seg"})
     assert out["id"].pred_ids.tolist() == [0]
     assert out["sem_seg_classes"].tolist() == [3]
-    with pytest.raises(ValueError, match="size"):
+    with pytest.raises(ValueError, match="same height and width as their image"):
         predictor.set_reference(image, [obj], negatives=[alike[:10]])
 
 
@@ -105,6 +105,6 @@ def test_image_cli_and_app_take_negative_masks(tmp_path):
     predictor = InContextPredictor(get_sine_cfg(None, TINY_MODEL_OPTS))
     editor = {"background": image, "layers": [], "composite": image}
     *_, status = segment(predictor, editor, obj.astype(np.uint8), image, 0.5, None,
-                         alike.astype(np.uint8))
+                         negative_mask=alike.astype(np.uint8))
     assert "1 reference object(s)" in status
     assert predictor.references.negative_label == 1

@@ -93,7 +93,7 @@ def test_bad_inputs_have_clear_errors(predictor, tmp_path):
     with pytest.raises(ValueError, match="broken.jpg"):
         predictor.set_reference(str(bad), masks)
     with pytest.raises(ValueError, match="RGB"):
-        predictor.set_reference(image[..., 0], masks)
+        predictor.set_reference(np.zeros((50, 60, 5), np.uint8), masks)
 
 
 def test_paths_work_like_arrays(predictor, tmp_path):

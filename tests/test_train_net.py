@@ -148,13 +148,14 @@ def test_trainer_on_cuda_uses_the_local_gpu_for_ddp_and_trains_with_amp(
     from detectron2.engine import AMPTrainer
     from detectron2.utils import comm
 
+    import sine.engine.trainer as trainer_module
     import train_net
     from sine.data.datasets.register_synthetic import register_synthetic
 
     register_synthetic(synthetic_root)
     ddp_calls = []
-    create_ddp_model = train_net.create_ddp_model
-    monkeypatch.setattr(train_net, "create_ddp_model", lambda model, **kw: (
+    create_ddp_model = trainer_module.create_ddp_model
+    monkeypatch.setattr(trainer_module, "create_ddp_model", lambda model, **kw: (
         ddp_calls.append(kw) or create_ddp_model(model, **kw)))
     monkeypatch.setattr(comm, "get_local_rank", lambda: 3)  # 4th GPU of its machine
 

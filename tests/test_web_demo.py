@@ -217,7 +217,7 @@ def test_bad_reference_inputs_are_shown_as_errors(predictor):
         segment(predictor, editor, None, target, 0.5)
     with pytest.raises(gr.Error, match="mask is empty"):
         segment(predictor, editor, mask, target, 0.5)
-    with pytest.raises(gr.Error, match="mask is 80x60 but the reference image is 160x120"):
+    with pytest.raises(gr.Error, match=r"mask has shape \(60, 80\), but its image is 160x120"):
         segment(predictor, editor, np.ones((60, 80), np.uint8), target, 0.5)
     with pytest.raises(gr.Error, match="lossless PNG"):  # e.g. a JPEG mask: noisy values
         segment(predictor, editor, np.arange(160 * 120).reshape(REF_HW) % 251, target, 0.5)

@@ -17,25 +17,28 @@ from typing import Iterable, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from detectron2.data import detection_utils as utils
 from detectron2.modeling import build_model
 
 from ..checkpoint import SINECheckpointer
-from ..config import get_sine_cfg
+from ..data.user_inputs import UserInputError, class_ids, is_single_image, read_image, read_masks
 from ..modeling.in_context import ImageGeometry, InContextSegmenter, ReferenceTokens
+from ..utils.user_config import check_device, check_weights_file, load_user_config, load_weights
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["InContextPredictor", "SinePredictor", "build_in_context_model", "pad_masks",
-           "read_rgb", "to_mask_array"]
+           "read_rgb"]
+
+# Kept for callers of the old helper; inputs are validated by sine.data.user_inputs.
+read_rgb = read_image
 
 
 def build_in_context_model(cfg) -> InContextSegmenter:
     """The model of ``cfg`` (MODEL.META_ARCHITECTURE) in eval mode on MODEL.DEVICE, with
-    MODEL.WEIGHTS loaded (random weights, with a warning, when empty)."""
-    if torch.device(cfg.MODEL.DEVICE).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available "
-                         "here: use MODEL.DEVICE cpu (or device='cpu')")
+    MODEL.WEIGHTS loaded (random weights, with a warning, when empty). A CUDA device without
+    CUDA and a missing, corrupt or foreign checkpoint are :class:`UserInputError`."""
+    check_device(cfg.MODEL.DEVICE)
+    check_weights_file(cfg.MODEL.WEIGHTS)  # before building a model for nothing
     model = build_model(cfg).eval()
     if not isinstance(model, InContextSegmenter):
         raise TypeError(
@@ -44,7 +47,7 @@ def build_in_context_model(cfg) -> InContextSegmenter:
             "the predictors and suites need that surface"
         )
     if cfg.MODEL.WEIGHTS:
-        SINECheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        load_weights(SINECheckpointer(model), cfg.MODEL.WEIGHTS)
     else:
         logger.warning("MODEL.WEIGHTS is empty: the model has random weights")
     return model
@@ -53,48 +56,6 @@ def build_in_context_model(cfg) -> InContextSegmenter:
 def pad_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
     """(n, h, w) masks -> (n, size, size), zero-padded bottom/right like the images."""
     return F.pad(masks, (0, size - masks.shape[-1], 0, size - masks.shape[-2]))
-
-
-def read_rgb(image):
-    """A path or an (H, W, 3) uint8 RGB array -> (H, W, 3) uint8 array; clear errors otherwise."""
-    if isinstance(image, str):
-        try:
-            # read_image may return a read-only view; torch wants a writable array.
-            return np.array(utils.read_image(image, format="RGB"))
-        except Exception as e:
-            raise ValueError(f"cannot read image {image!r}: {e}") from e
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
-            f"an image must be an (H, W, 3) uint8 RGB array or a file path; got shape "
-            f"{image.shape} and dtype {image.dtype}"
-        )
-    return image
-
-
-def to_mask_array(masks, image_shape, where):
-    """(H, W) / (N, H, W) / list of (H, W) masks (or PNG paths) -> (N, H, W) bool array."""
-    if isinstance(masks, str) or (isinstance(masks, np.ndarray) and masks.ndim == 2):
-        masks = [masks]
-    arrays = []
-    for i, m in enumerate(masks):
-        if isinstance(m, str):
-            try:
-                m = utils.read_image(m, format="L")
-            except Exception as e:
-                raise ValueError(f"cannot read mask {m!r} of {where}: {e}") from e
-        m = np.asarray(m)
-        if m.ndim == 3 and m.shape[2] == 1:
-            m = m[..., 0]
-        if m.shape != tuple(image_shape[:2]):
-            raise ValueError(
-                f"mask {i} of {where} has size {m.shape}, but its image is {image_shape[:2]}: "
-                "masks must have the same height and width as their image"
-            )
-        arrays.append(m > 0)
-    if not arrays:
-        raise ValueError(f"{where} has no mask: give at least one mask per reference image")
-    return np.stack(arrays)
 
 
 def _resize_image(image, size):
@@ -158,7 +119,7 @@ class InContextPredictor:
     @classmethod
     def from_config_file(cls, config_file, weights=None, opts=(), device=None,
                          backend: str = "torch", onnx_dir: Optional[str] = None):
-        cfg = get_sine_cfg(config_file, opts)
+        cfg = load_user_config(config_file, opts)
         if weights is not None:
             cfg.MODEL.WEIGHTS = weights
         if device is not None:
@@ -176,45 +137,60 @@ class InContextPredictor:
 
     @torch.no_grad()
     def set_reference(self, images, masks, labels=None, pooling: Optional[str] = None,
-                      names=None, negatives=None):
+                      names=None, negatives=None,
+                      mask_threshold: Optional[float] = None):
         """Encode reference image(s) and their masks once.
 
         Args:
-            images: one image (path or (H, W, 3) uint8 RGB array) or a list of them.
-            masks: for one image, its masks ((H, W), (N, H, W) or a list of (H, W) arrays or
-                PNG paths; > 0 is foreground); for a list of images, a list of those.
-            labels: class id of every mask (same nesting as ``masks``); default: every mask is
-                class 0. Instance ids are the mask positions 0, 1, ... over all references.
+            images: one image or a list of them: paths, ``PIL.Image``, (H, W, 3) arrays or
+                (3, H, W) tensors (every mode is converted or refused, see
+                ``sine.data.user_inputs``).
+            masks: for one image, its masks: bool / 0-1 / 0-255 arrays, tensors, PIL images or
+                PNG paths, one (H, W), an (N, H, W) stack or a list; a label map gives one
+                object per non-zero value. For a list of images, a list of those.
+            labels: non-negative integer class id of every object (same nesting as ``masks``);
+                default: every object is class 0. Instance ids are the object positions
+                0, 1, ... over all references.
             pooling: the model's reference-pooling variant (None = configured).
             names: class name of every mask (same nesting as ``masks``; None or "" = unnamed):
                 SegIC's text prompt "a photo of a {name}"; kept as captions for every model.
             negatives: masks marked "not this" (look-alikes to exclude) on the reference
                 image(s), same nesting as ``masks`` (for a list of images, a list with one entry
                 per image; ``[]`` for none). Never returned; see the models' ``reference_tokens``.
+            mask_threshold: binarise soft (float / lossy) masks at this fraction of their
+                range, with a warning; None (default) refuses them with the fix.
         Returns:
             the :class:`ReferenceTokens`, also kept for :meth:`predict`.
+        Raises:
+            UserInputError: an image, mask or class id that cannot be used (the message names
+                it and the fix).
         """
-        single = isinstance(images, (str, np.ndarray))
-        if single:
+        if is_single_image(images):
             images, masks = [images], [masks]
             labels = None if labels is None else [labels]
             names = None if names is None else [names]
             negatives = None if negatives is None else [negatives]
-        if len(images) != len(masks):
-            raise ValueError(f"got {len(images)} reference images but {len(masks)} mask sets")
+        if not isinstance(images, (list, tuple)):
+            read_image(images, "the reference image")  # raises: says what an image may be
+        if not images:
+            raise UserInputError("set_reference needs at least one reference image")
+        if not isinstance(masks, (list, tuple)) or len(images) != len(masks):
+            n = len(masks) if isinstance(masks, (list, tuple)) else type(masks).__name__
+            raise UserInputError(f"got {len(images)} reference images but {n} mask sets: give "
+                                 "one mask set per image")
+        if labels is not None and len(labels) != len(images):
+            raise UserInputError(f"got {len(images)} reference images but {len(labels)} label "
+                                 "lists: give one list of class ids per image")
         if negatives is not None and len(negatives) != len(images):
-            raise ValueError(f"got negative masks for {len(negatives)} reference images, but "
-                             f"{len(images)} images: give one entry per image ([] for none)")
+            raise UserInputError(f"got negative masks for {len(negatives)} reference images, "
+                                 f"but {len(images)} images: give one entry per image ([] for "
+                                 "none)")
         tensors, ref_masks, ref_labels, ref_ids, ref_negatives, next_id = [], [], [], [], [], 0
         for k, (image, m) in enumerate(zip(images, masks)):
-            image = read_rgb(image)
-            m = to_mask_array(m, image.shape, f"reference {k}")
-            empty = [i for i, x in enumerate(m) if not x.any()]
-            if empty:
-                raise ValueError(f"mask(s) {empty} of reference {k} are empty")
-            lab = np.zeros(len(m), np.int64) if labels is None else np.asarray(labels[k])
-            if lab.shape != (len(m),):
-                raise ValueError(f"reference {k}: {len(m)} masks but labels {lab.tolist()}")
+            image = read_image(image, f"reference image {k}")
+            m = read_masks(m, image.shape, f"reference {k}", mask_threshold)
+            lab = [0] * len(m) if labels is None else class_ids(
+                labels[k], len(m), f"class ids of reference {k}")
             t = _resize_image(image, self.image_size)
             tensors.append(t)
             ref_masks.append(_resize_masks(m, tuple(t.shape[-2:])))
@@ -222,15 +198,16 @@ class InContextPredictor:
             ref_ids.append(torch.arange(next_id, next_id + len(m)))
             if negatives is not None:
                 neg = negatives[k]
-                neg = (np.zeros((0, *image.shape[:2]), bool) if neg is None or len(neg) == 0
-                       else to_mask_array(neg, image.shape, f"negatives of reference {k}"))
+                no_neg = neg is None or (isinstance(neg, (list, tuple)) and not neg)
+                neg = (np.zeros((0, *image.shape[:2]), bool) if no_neg else read_masks(
+                    neg, image.shape, f"negatives of reference {k}", mask_threshold))
                 ref_negatives.append(_resize_masks(neg, tuple(t.shape[-2:])) if len(neg)
                                      else torch.zeros((0, *t.shape[-2:]), dtype=torch.bool))
             next_id += len(m)
         flat_names = None
         if names is not None:
             if len(names) != len(masks) or any(len(n) != len(m) for n, m in zip(names, ref_masks)):
-                raise ValueError(f"names {names!r} must give one class name per reference mask "
+                raise UserInputError(f"names {names!r} must give one class name per reference mask "
                                  f"({[len(m) for m in ref_masks]} masks per reference)")
             flat_names = [(x or None) for n in names for x in n]
         self.references = self.encode_references(tensors, ref_masks, ref_labels, ref_ids, pooling,
@@ -262,7 +239,7 @@ class InContextPredictor:
     @torch.no_grad()
     def predict(self, target, references: Optional[ReferenceTokens] = None,
                 outputs: Optional[Iterable[str]] = None):
-        """Segment ``target`` (path or (H, W, 3) uint8 RGB array) at its original size.
+        """Segment ``target`` (any image :meth:`set_reference` takes) at its original size.
 
         Args:
             references: reference tokens (default: those of the last :meth:`set_reference`).
@@ -274,8 +251,8 @@ class InContextPredictor:
         """
         refs = self.references if references is None else references
         if refs is None:
-            raise RuntimeError("call set_reference(...) before predict(...)")
-        image = read_rgb(target)
+            raise UserInputError("call set_reference(...) before predict(...)")
+        image = read_image(target, "the target image")
         t = _resize_image(image, self.image_size)
         size = self.model.pad_size
         features = self.model.encode(self.model.preprocess_image(t, size)[None])

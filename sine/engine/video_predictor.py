@@ -29,9 +29,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data.user_inputs import UserInputError, read_image
+from ..data.user_inputs import masks_by_object_id as object_masks
 from ..modeling.in_context import Features, ImageGeometry, concat_features, select_features
 from .memory_bank import merge_object_masks
-from .predictor import InContextPredictor, pad_masks, read_rgb, to_mask_array
+from .predictor import InContextPredictor, pad_masks
 from .vos_policies import build_vos_policies
 
 logger = logging.getLogger(__name__)
@@ -137,7 +139,7 @@ def frame_id_from_name(name: str, index: int) -> int:
 def _frames_of_folder(folder: str) -> Iterator[Tuple[str, np.ndarray]]:
     names = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
     for f in names:
-        yield os.path.splitext(f)[0], read_rgb(os.path.join(folder, f))
+        yield os.path.splitext(f)[0], read_image(os.path.join(folder, f), f"frame {f!r}")
 
 
 def _frames_of_video_file(path: str) -> Iterator[Tuple[str, np.ndarray]]:
@@ -157,7 +159,7 @@ def _frames_of_video_file(path: str) -> Iterator[Tuple[str, np.ndarray]]:
 def _frames_of_iterable(frames: Iterable) -> Iterator[Tuple[str, np.ndarray]]:
     for index, frame in enumerate(frames):
         name = os.path.splitext(os.path.basename(frame))[0] if isinstance(frame, str) else None
-        yield name or f"{index:05d}", read_rgb(frame)
+        yield name or f"{index:05d}", read_image(frame, f"frame {index}")
 
 
 def open_video(source) -> Iterator[Tuple[str, np.ndarray]]:
@@ -188,32 +190,6 @@ def open_video(source) -> Iterator[Tuple[str, np.ndarray]]:
             f"folder holding {'/'.join(IMAGE_EXTENSIONS)} images"
         ) from None
     return itertools.chain([first], frames)
-
-
-def _object_masks(masks, image_shape, where: str) -> Dict[int, np.ndarray]:
-    """``{id: (H, W) mask}`` or an (H, W) integer label map -> ``{id: (H, W) bool}``."""
-    if isinstance(masks, np.ndarray) and masks.ndim == 2:
-        if masks.dtype == bool or not np.issubdtype(masks.dtype, np.integer):
-            raise ValueError(
-                f"{where}: a single array must be an integer label map (0 = background, "
-                "k = object k); for one binary mask pass {1: mask}"
-            )
-        ids = [int(v) for v in np.unique(masks) if v not in (0, VOID_LABEL)]
-        masks = {i: masks == i for i in ids}
-    if not isinstance(masks, dict):
-        raise ValueError(f"{where}: give masks as {{object id: (H, W) mask}} or a label map")
-    out = {}
-    for obj_id, mask in masks.items():
-        if isinstance(obj_id, (bool, np.bool_)) or not isinstance(obj_id, (int, np.integer)) \
-                or obj_id < 1:
-            raise ValueError(f"{where}: object ids must be integers >= 1, got {obj_id!r}")
-        if isinstance(mask, torch.Tensor):
-            mask = mask.cpu().numpy()
-        mask = to_mask_array([mask], image_shape, f"{where} (object {obj_id})")[0]
-        if not mask.any():
-            raise ValueError(f"{where}: the mask of object {obj_id} is empty")
-        out[int(obj_id)] = mask
-    return out
 
 
 class VideoPredictor:
@@ -248,6 +224,7 @@ class VideoPredictor:
         # (MODEL.SINE.VOS.MEMORY_POLICY / MERGE; sine/engine/vos_policies.py).
         self.memory, self.merge = build_vos_policies(predictor.cfg)
         self.reset()
+        self.in_video = False  # no video begun yet: step() needs start() (or reset()) first
 
     @classmethod
     def from_config_file(cls, config_file, weights=None, opts=(), device=None):
@@ -258,7 +235,9 @@ class VideoPredictor:
         return self.model.device
 
     def reset(self) -> None:
-        """Forget every object and memory frame (a new video)."""
+        """Forget every object and memory frame: a new video begins, whose objects may appear
+        on later frames (``step`` gives empty results until then)."""
+        self.in_video = True
         self.bank = self.memory.new_bank()
         self.last_frame_id: Optional[int] = None
         self.last_scores: Dict[int, float] = {}
@@ -280,9 +259,8 @@ class VideoPredictor:
 
     def add_objects(self, frame, masks_by_object_id, frame_id=None) -> FrameResult:
         """Segment the next frame, on which new objects appear with their masks."""
-        if isinstance(masks_by_object_id, dict) and not masks_by_object_id or (
-                isinstance(masks_by_object_id, np.ndarray) and not masks_by_object_id.any()):
-            raise ValueError("no object to track: give at least one non-empty object mask")
+        if masks_by_object_id is None:
+            raise UserInputError("no object to track: give at least one non-empty object mask")
         return self.step(frame, masks_by_object_id, frame_id)
 
     @torch.no_grad()
@@ -297,14 +275,16 @@ class VideoPredictor:
         Returns:
             :class:`FrameResult` at the frame's size.
         """
-        image = read_rgb(frame)
-        new = {} if new_objects is None else _object_masks(new_objects, image.shape,
-                                                             "new_objects")
+        image = read_image(frame, "the frame")
+        new = {} if new_objects is None else object_masks(new_objects, image.shape, "new_objects")
+        if not new and not len(self.bank) and not self.in_video:
+            raise UserInputError("no object is tracked: call start(frame, masks) with the first "
+                                 "frame's object masks before step()")
         known = [i for i in new if i in self.bank]
         if known:
             raise ValueError(f"object(s) {known} are already tracked; give new object ids")
         frame_id = self._next_frame_id(frame_id)
-        if not new and not len(self.bank):
+        if not new and not len(self.bank):  # a frame before the video's first object
             self.last_scores = {}
             return FrameResult({}, np.zeros(image.shape[:2], np.uint8))
         prepared = self._prepare(image)

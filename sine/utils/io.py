@@ -7,6 +7,12 @@ from contextlib import contextmanager
 __all__ = ["atomic_write", "atomic_write_json"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_write(path, mode="w"):
     """Open a temporary file next to ``path``; rename it over ``path`` only on success."""
@@ -16,6 +22,7 @@ def atomic_write(path, mode="w"):
     try:
         with os.fdopen(fd, mode) as f:
             yield f
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give what open() would
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
