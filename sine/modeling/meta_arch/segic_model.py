@@ -132,6 +132,9 @@ class SegIC(InContextSegmenter):
 
     #: Key prefixes of the frozen towers (never in an official SegIC checkpoint).
     frozen_prefixes = FROZEN_PREFIXES
+    #: The training losses never reach the IoU head and the multimask outputs (and, per draw,
+    #: the box and cross-entity embeddings): DDP has to look for unused parameters.
+    ddp_find_unused_parameters = True
 
     @configurable
     def __init__(
