@@ -164,3 +164,50 @@ class _LossOnly:
 def test_segic_config_keys_exist_once():
     cfg = get_sine_cfg()
     assert isinstance(cfg.INPUT.SEGIC, CfgNode) and cfg.INPUT.PAIR_POLICY == "sine"
+
+
+def _tiny_segic(*opts):
+    import os
+
+    from detectron2.modeling import build_model
+
+    from tests.tiny_model import TINY_SEGIC_OPTS
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = get_sine_cfg(os.path.join(root, "configs", "segic", "Base-SegIC.yaml"),
+                       TINY_SEGIC_OPTS + ["MODEL.SEGIC.TRAIN.NUM_POINTS", "256", *opts])
+    return build_model(cfg).train()
+
+
+def _mixed_batch(tmp_path):
+    """One semantic, one instance and one box pair from the mapper (96 px images)."""
+    records = _records(tmp_path)
+    (tmp_path / "boxes").mkdir()
+    boxes = _records(tmp_path / "boxes")
+    for r in boxes:
+        for a in r["annotations"]:
+            a.pop("segmentation")
+    np.random.seed(0)
+    torch.manual_seed(0)
+    return [_mapper(records, "semantic")({"dataset": 0, "category_id": 1}),
+            _mapper(records, "instance")({"dataset": 0, "category_id": 0}),
+            _mapper(boxes, "box")({"dataset": 0, "category_id": 2})]
+
+
+def test_mapper_pairs_train_segic_with_a_trainable_demo_vit(tmp_path):
+    batch = _mixed_batch(tmp_path)
+    model = _tiny_segic("MODEL.DINOV2.FROZEN", "False")
+    assert model.prepare_pairs(batch).box_masks == [False, False, True]
+    losses = model(batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.encoder.training
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+
+
+def test_released_recipe_keeps_the_vit_frozen(tmp_path):
+    batch = _mixed_batch(tmp_path)
+    model = _tiny_segic()
+    sum(model(batch).values()).backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert not model.encoder.training
