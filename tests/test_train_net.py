@@ -186,7 +186,8 @@ def test_trainer_on_cuda_uses_the_local_gpu_for_ddp_and_trains_with_amp(
                                 "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "100"))
     trainer = train_net.Trainer(cfg)
     assert ("SINE", "cuda") in pretend_cuda  # built on the GPU
-    assert ddp_calls == [{"broadcast_buffers": False, "device_ids": [3]}]
+    assert ddp_calls == [{"broadcast_buffers": False, "device_ids": [3],
+                          "find_unused_parameters": False}]
     assert isinstance(trainer._trainer, AMPTrainer)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
               if p.requires_grad}
