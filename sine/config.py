@@ -189,6 +189,13 @@ def add_sine_config(cfg):
     cfg.INPUT.SKIP_BAD_IMAGES = False
     # Relative sampling weight of each entry of DATASETS.TRAIN (empty = uniform).
     cfg.DATASETS.TRAIN_SAMPLING_WEIGHTS = []
+    # How the pair mapper draws pairs: "sine" (ID / cross-image pairs, all instances) or
+    # "segic" (per-dataset sample kinds below; sine/data/dataset_mappers/in_context_pair_mapper).
+    cfg.INPUT.PAIR_POLICY = "sine"
+    # "segic" policy: the kind of each DATASETS.TRAIN entry, "semantic" (one class, a different
+    # reference image), "instance" (two views of one image) or "box" (instance pairs on box
+    # masks, projection loss); empty = all "semantic".
+    cfg.DATASETS.TRAIN_SAMPLE_KINDS = []
 
     # ---------------------------------------------------------------- few-shot semantic eval
     cfg.TEST.FSS = CN()
@@ -280,6 +287,16 @@ def add_segic_config(cfg):
     cfg.MODEL.SEGIC.TRAIN.NUM_POINTS = 12544
     cfg.MODEL.SEGIC.TRAIN.OVERSAMPLE_RATIO = 3.0
     cfg.MODEL.SEGIC.TRAIN.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    # Instance-pair views of the "segic" pair policy (spec §1.10, §1.14); semantic pairs use the
+    # LSJ keys above (INPUT.MIN_SCALE / MAX_SCALE / RANDOM_FLIP).
+    cfg.INPUT.SEGIC = CN()
+    cfg.INPUT.SEGIC.CROP_SCALE = (0.3, 1.0)  # RandomResizedCrop area range (bicubic)
+    cfg.INPUT.SEGIC.COLOR_JITTER = (0.4, 0.4, 0.2, 0.1)  # brightness, contrast, saturation, hue
+    cfg.INPUT.SEGIC.COLOR_JITTER_PROB = 0.2
+    cfg.INPUT.SEGIC.FLIP_PROB = 0.1  # horizontal
+    cfg.INPUT.SEGIC.MIN_INSTANCE_AREA = 100  # pixels an instance needs in both views
+    cfg.INPUT.SEGIC.MAX_INSTANCES = 19  # instances per pair ~ randint(0, 19), 0 -> 1
 
     # VOS (spec §1.11): memory entries used per frame and cross-object negative points.
     cfg.MODEL.SEGIC.VOS = CN()

@@ -5,7 +5,7 @@ import pytest
 from detectron2.config import get_cfg
 
 from sine import add_sine_config
-from sine.config import get_sine_cfg
+from sine.config import add_segic_config, get_sine_cfg
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
@@ -57,10 +57,11 @@ def test_every_yaml_sizes_fit_its_vit_patch(path):
 
     cfg = get_cfg()
     add_sine_config(cfg)
+    add_segic_config(cfg)  # SegIC yamls set MODEL.SEGIC keys
     cfg.merge_from_file(path)
     assert cfg.MODEL.DINOV2.VIT in VIT_BUILDERS
     patch = cfg.MODEL.DINOV2.PATCH_SIZE
-    for key in ("MODEL.SINE.PAD_SIZE", "MODEL.SINE.VOS.PAD_SIZE"):
+    for key in ("MODEL.SINE.PAD_SIZE", "MODEL.SINE.VOS.PAD_SIZE", "MODEL.SEGIC.IMAGE_SIZE"):
         value = cfg
         for part in key.split("."):
             value = getattr(value, part)

@@ -1,4 +1,5 @@
-"""train_net.py end to end on a tiny synthetic dataset: DDP on CPU and resuming a killed run."""
+"""train_net.py end to end on a tiny synthetic dataset: DDP on CPU and resuming a killed run, for
+SINE and for SegIC (its synthetic demo config: SegIC's pair policy and StepLR schedule)."""
 import os
 import signal
 import subprocess
@@ -19,6 +20,15 @@ TINY = [
     "INPUT.IMAGE_SIZE", "112", "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
     "DATASETS.TEST", "()", "SOLVER.WARMUP_ITERS", "2",
 ]
+SEGIC_CONFIG = os.path.join(ROOT, "configs", "segic", "segic_synthetic_tiny.yaml")
+SEGIC_TINY = [
+    "MODEL.DINOV2.EMBED_DIM", "48", "MODEL.DINOV2.DEPTH", "1", "MODEL.DINOV2.NUM_HEADS", "2",
+    "MODEL.SEGIC.WIDTH", "32", "MODEL.SEGIC.NHEADS", "2", "MODEL.SEGIC.MLP_DIM", "64",
+    "MODEL.SEGIC.DEC_LAYERS", "1", "MODEL.SEGIC.TRAIN.NUM_POINTS", "256",
+    "MODEL.SEGIC.IMAGE_SIZE", "112", "INPUT.IMAGE_SIZE", "112", "INPUT.SEGIC.MAX_INSTANCES", "3",
+    "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0", "DATASETS.TEST", "()",
+]
+MODELS = {"sine": (CONFIG, TINY), "segic": (SEGIC_CONFIG, SEGIC_TINY)}
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +41,10 @@ def synthetic_root(tmp_path_factory):
     return root
 
 
-def _train_cmd(output_dir, *extra):
-    return [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", CONFIG,
-            *extra, "OUTPUT_DIR", str(output_dir), *TINY]
+def _train_cmd(model, output_dir, *extra):
+    config, tiny = MODELS[model]
+    return [sys.executable, os.path.join(ROOT, "train_net.py"), "--config-file", config,
+            *extra, "OUTPUT_DIR", str(output_dir), *tiny]
 
 
 def _env(root):
@@ -41,8 +52,10 @@ def _env(root):
                 PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
-def test_two_process_ddp_on_cpu(synthetic_root, tmp_path):
-    cmd = _train_cmd(tmp_path, "--num-gpus", "2", "--dist-url", "tcp://127.0.0.1:29517")
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_two_process_ddp_on_cpu(synthetic_root, tmp_path, model):
+    port = 29517 + sorted(MODELS).index(model)
+    cmd = _train_cmd(model, tmp_path, "--num-gpus", "2", "--dist-url", f"tcp://127.0.0.1:{port}")
     cmd += ["SOLVER.MAX_ITER", "3", "SOLVER.CHECKPOINT_PERIOD", "100"]
     proc = subprocess.run(cmd, env=_env(synthetic_root), capture_output=True, text=True,
                           timeout=300)
@@ -52,8 +65,11 @@ def test_two_process_ddp_on_cpu(synthetic_root, tmp_path):
     assert os.path.isfile(tmp_path / "model_final.pth")
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(synthetic_root, tmp_path):
-    cmd = _train_cmd(tmp_path, "SOLVER.MAX_ITER", "100000", "SOLVER.CHECKPOINT_PERIOD", "2")
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_killed_run_resumes_from_its_last_checkpoint(synthetic_root, tmp_path, model):
+    config, tiny = MODELS[model]
+    cmd = _train_cmd(model, tmp_path, "SOLVER.MAX_ITER", "100000", "SOLVER.CHECKPOINT_PERIOD",
+                     "2")
     proc = subprocess.Popen(cmd, env=_env(synthetic_root), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     ckpt = tmp_path / "model_0000003.pth"
@@ -70,9 +86,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(synthetic_root, tmp_path):
     from train_net import Trainer, setup
 
     class Args:
-        config_file = CONFIG
+        config_file = config
         opts = ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", str(saved["iteration"] + 3),
-                "SOLVER.CHECKPOINT_PERIOD", "2", *TINY]
+                "SOLVER.CHECKPOINT_PERIOD", "2", *tiny]
         eval_only, resume, num_gpus, num_machines, machine_rank = False, True, 1, 1, 0
 
     os.environ["DETECTRON2_DATASETS"] = synthetic_root
@@ -171,7 +187,8 @@ def test_trainer_on_cuda_uses_the_local_gpu_for_ddp_and_trains_with_amp(
                                 "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "100"))
     trainer = train_net.Trainer(cfg)
     assert ("SINE", "cuda") in pretend_cuda  # built on the GPU
-    assert ddp_calls == [{"broadcast_buffers": False, "device_ids": [3]}]
+    assert ddp_calls == [{"broadcast_buffers": False, "device_ids": [3],
+                          "find_unused_parameters": False}]
     assert isinstance(trainer._trainer, AMPTrainer)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()
               if p.requires_grad}

@@ -5,9 +5,13 @@
 2. evaluates the randomly initialised demo model: few-shot semantic mIoU on held-out (novel)
    categories, 1-shot episodes;
 3. trains it with ``train_net.py``'s Trainer on 2 CPU threads (configs/demo);
-4. evaluates the trained model on the same episodes and writes ``output/demo/results.json``.
+4. evaluates the trained model on the same episodes and writes ``<OUTPUT_DIR>/results.json``.
 
     python tools/demo_job.py [--config-file configs/demo/sine_synthetic_tiny.yaml] [KEY VALUE ...]
+
+``--models sine,segic`` does this for each model in turn (its demo config, the same wall-time
+budget ``--max-train-minutes`` and the same held-out episodes) and prints one table of both,
+also written to ``output/side_by_side.json``.
 """
 import argparse
 import logging
@@ -36,20 +40,40 @@ from sine.utils.io import atomic_write_json  # noqa: E402
 logger = logging.getLogger("sine.demo_job")
 
 
+#: Demo config of each model of ``--models``.
+DEMO_CONFIGS = {
+    "sine": "configs/demo/sine_synthetic_tiny.yaml",
+    "segic": "configs/segic/segic_synthetic_tiny.yaml",
+}
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--config-file", default=os.path.join(ROOT, "configs/demo/sine_synthetic_tiny.yaml")
-    )
+    parser.add_argument("--config-file", default=None,
+                        help=f"demo config (default: {DEMO_CONFIGS['sine']}); only with one model")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models to train and compare, of "
+                        f"{sorted(DEMO_CONFIGS)} (their demo configs; default: --config-file)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-train-minutes", type=float, default=9.0,
                         help="stop training early (keeping the model) after this much wall time")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.models is None:
+        args.config_files = {"model": args.config_file or os.path.join(ROOT, DEMO_CONFIGS["sine"])}
+        return args
+    if args.config_file:
+        parser.error("give either --config-file or --models (each model uses its demo config)")
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in DEMO_CONFIGS]
+    if unknown or not models:
+        parser.error(f"--models: unknown {unknown}; choose from {sorted(DEMO_CONFIGS)}")
+    args.config_files = {m: os.path.join(ROOT, DEMO_CONFIGS[m]) for m in models}
+    return args
 
 
-def build_cfg(args):
-    cfg = get_sine_cfg(args.config_file, args.opts)
+def build_cfg(config_file, opts):
+    cfg = get_sine_cfg(config_file, opts)
     cfg.OUTPUT_DIR = os.path.join(ROOT, cfg.OUTPUT_DIR)
     cfg.freeze()
     return cfg
@@ -99,7 +123,18 @@ def main():
     # Generates the default tree once (about 20 s); later runs find it complete and skip.
     generate_synthetic(datasets_root(), seed=0, progress=True)
     register_synthetic(datasets_root())
-    cfg = build_cfg(args)
+    all_results = {}
+    for model, config_file in args.config_files.items():
+        all_results[model] = train_and_evaluate(config_file, args)
+        print_table(all_results[model])
+    if len(all_results) > 1:
+        atomic_write_json(os.path.join(ROOT, "output", "side_by_side.json"), all_results)
+        print_side_by_side(all_results)
+
+
+def train_and_evaluate(config_file, args):
+    """Untrained and trained FSS results of one demo config, written to its results.json."""
+    cfg = build_cfg(config_file, args.opts)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     from train_net import Trainer
 
@@ -134,10 +169,12 @@ def main():
         "train_iterations": trainer.iter + 1,
         "train_minutes": round(train_minutes, 2),
         "threads": args.threads,
-        "config": os.path.relpath(args.config_file, ROOT),
+        "max_train_minutes": args.max_train_minutes,
+        "config": os.path.relpath(config_file, ROOT),
+        "model": cfg.MODEL.META_ARCHITECTURE,
     }
     atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "results.json"), results)
-    print_table(results)
+    return results
 
 
 def print_table(results):
@@ -147,6 +184,19 @@ def print_table(results):
     for key, r in rows:
         print(f"{key:<32}{r['untrained']:>12.2f}{r['trained']:>12.2f}")
     print(f"trained {results['train_iterations']} iterations in {results['train_minutes']} min")
+
+
+def print_side_by_side(all_results):
+    """One row per model: held-out FSS before / after training under the same time budget."""
+    first = next(iter(all_results.values()))
+    print(f"\n1-shot FSS on held-out categories ({first['episodes']}), "
+          f"training budget {first['max_train_minutes']} min, {first['threads']} thread(s)")
+    print(f"{'model':<8}{'mIoU untrained':>16}{'mIoU trained':>14}{'FB-IoU trained':>16}"
+          f"{'iterations':>12}{'minutes':>9}")
+    for r in all_results.values():
+        print(f"{r['model']:<8}{r['fss_miou_novel']['untrained']:>16.2f}"
+              f"{r['fss_miou_novel']['trained']:>14.2f}{r['fss_fbiou_novel']['trained']:>16.2f}"
+              f"{r['train_iterations']:>12}{r['train_minutes']:>9}")
 
 
 if __name__ == "__main__":

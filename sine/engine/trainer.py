@@ -42,8 +42,12 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        model = create_ddp_model(model, broadcast_buffers=False,
-                                 device_ids=ddp_device_ids(cfg.MODEL.DEVICE))
+        # SegIC's losses never reach some parameters (the unsupervised IoU head, the unused
+        # multimask outputs), which DDP must be told about.
+        model = create_ddp_model(
+            model, broadcast_buffers=False, device_ids=ddp_device_ids(cfg.MODEL.DEVICE),
+            find_unused_parameters=getattr(model, "ddp_find_unused_parameters", False),
+        )
         trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)

@@ -114,6 +114,8 @@ class SegICPairBatch:
     tar_images, ref_images: (B, 3, S, S). tar_masks[b], ref_masks[b]: (n_b, S, S) bool, entity k
     of the reference <-> entity k of the target. class_names[b]: the class of a semantic pair
     (prompt "a photo of a {}") or None for an instance pair (the task-description prompt).
+    box_masks[b]: the masks of pair b are filled boxes (Objects365), trained with the projection
+    loss; None = no box pairs.
     """
 
     tar_images: torch.Tensor
@@ -121,6 +123,7 @@ class SegICPairBatch:
     tar_masks: List[torch.Tensor]
     ref_masks: List[torch.Tensor]
     class_names: List[Optional[str]]
+    box_masks: Optional[List[bool]] = None
 
 
 @META_ARCH_REGISTRY.register()
@@ -129,6 +132,9 @@ class SegIC(InContextSegmenter):
 
     #: Key prefixes of the frozen towers (never in an official SegIC checkpoint).
     frozen_prefixes = FROZEN_PREFIXES
+    #: The training losses never reach the IoU head and the multimask outputs (and, per draw,
+    #: the box and cross-entity embeddings): DDP has to look for unused parameters.
+    ddp_find_unused_parameters = True
 
     @configurable
     def __init__(
@@ -163,6 +169,7 @@ class SegIC(InContextSegmenter):
         vos_memory_picks: int = 2,
         vos_negative_points: bool = True,
         vos_similarity_eps: float = 1e-4,
+        frozen_encoder: bool = True,
     ):
         """
         Args:
@@ -188,6 +195,8 @@ class SegIC(InContextSegmenter):
             text_keep_ratio, box_prompt_prob, cross_entity_prob, reverse_context, num_points,
                 oversample_ratio, importance_sample_ratio: training recipe (spec §1.7-§1.10).
             vos_memory_picks, vos_negative_points, vos_similarity_eps: VOS protocol (§1.11).
+            frozen_encoder: keep DINOv2 frozen (released recipe). False trains it: only for the
+                CPU demo, whose tiny ViT starts from random weights (MODEL.DINOV2.FROZEN).
         """
         super().__init__()
         self.encoder = encoder
@@ -199,8 +208,10 @@ class SegIC(InContextSegmenter):
         self.prompt_proj = nn.Linear(text_dim, width)
         self.inst_proj = nn.Linear(encoder.embed_dim, width)
         self.text_encoder = text_encoder
-        self.encoder.requires_grad_(False)
-        self.encoder.eval()
+        self.frozen_encoder = frozen_encoder
+        if frozen_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         if empty_prompt_embedding is not None:
@@ -303,6 +314,7 @@ class SegIC(InContextSegmenter):
             "vos_memory_picks": s.VOS.MEMORY_PICKS,
             "vos_negative_points": s.VOS.NEGATIVE_POINTS,
             "vos_similarity_eps": s.VOS.SIMILARITY_EPS,
+            "frozen_encoder": cfg.MODEL.DINOV2.FROZEN,
         }
 
     # ------------------------------------------------------------------ module state
@@ -312,7 +324,8 @@ class SegIC(InContextSegmenter):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.encoder.eval()  # frozen towers never switch to training behaviour
+        if self.frozen_encoder:
+            self.encoder.eval()  # frozen towers never switch to training behaviour
         if self.text_encoder is not None:
             self.text_encoder.eval()
         return self
@@ -362,8 +375,9 @@ class SegIC(InContextSegmenter):
         return F.pad(x, (0, size - w, 0, size - h))
 
     def encode(self, images: torch.Tensor) -> Features:
-        """(N, 3, S, S) -> {"dinov2": (N, C, g, g)} frozen DINOv2 tokens."""
-        with torch.no_grad():
+        """(N, 3, S, S) -> {"dinov2": (N, C, g, g)} DINOv2 tokens (with gradients only for a
+        trainable encoder in a grad-enabled context)."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_encoder):
             return {"dinov2": self.encoder(images.to(self.device))}
 
     def prompts_of(self, names: Optional[Sequence[Optional[str]]], n: int) -> List[str]:
@@ -585,7 +599,8 @@ class SegIC(InContextSegmenter):
                 Training: exactly one reference per target; the target's "instances" (gt_masks,
                 gt_classes, ins_ids) hold, for every reference instance id, the mask of that
                 entity; "class_name" is the class of a semantic pair (text prompt) or absent /
-                None for an instance pair (the task-description prompt).
+                None for an instance pair (the task-description prompt); "box_masks" True marks
+                box masks (projection loss).
         Returns:
             Training: {"loss_mask", "loss_dice"(, "loss_mask_reverse", "loss_dice_reverse")},
             each weighted so that their sum is the official loss (the mean of the forward and
@@ -618,7 +633,8 @@ class SegIC(InContextSegmenter):
         return SegICPairBatch(
             tar_images=batch.tar_images, ref_images=batch.ref_images, tar_masks=tar_masks,
             ref_masks=list(batch.ref_masks),
-            class_names=[x.get("class_name") for x in batched_inputs])
+            class_names=[x.get("class_name") for x in batched_inputs],
+            box_masks=[bool(x.get("box_masks", False)) for x in batched_inputs])
 
     def losses(self, batch: SegICPairBatch, rng=random,
                record: Optional[Dict] = None) -> Dict[str, torch.Tensor]:
@@ -651,6 +667,11 @@ class SegIC(InContextSegmenter):
             record.update(prompts=prompts, text_pooled=text, features=feats, calls=calls,
                           num_masks=[])
 
+        box_flags = None
+        if batch.box_masks is not None and any(batch.box_masks):
+            box_flags = torch.cat([torch.full((len(m),), bool(f), dtype=torch.bool)
+                                   for m, f in zip(batch.tar_masks, batch.box_masks)])
+
         def one_pass(tar_feats, ctx_feats, ctx_masks, gt_masks, text_pooled):
             logits = []
             for b in range(B):
@@ -666,7 +687,7 @@ class SegIC(InContextSegmenter):
             logits = torch.cat(logits)
             if record is not None:
                 record["num_masks"].append(logits.shape[0])
-            return logits, self.mask_losses(logits, torch.cat(gt_masks))
+            return logits, self.mask_losses(logits, torch.cat(gt_masks), box_flags)
 
         fwd_logits, fwd = one_pass(feats[:B], feats[B:], batch.ref_masks, batch.tar_masks,
                                    texts[:B])
@@ -685,12 +706,39 @@ class SegIC(InContextSegmenter):
         losses.update({f"{k}_reverse": v / 2 for k, v in rev.items()})
         return losses
 
-    def mask_losses(self, logits: torch.Tensor, gt_masks: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def mask_losses(self, logits: torch.Tensor, gt_masks: torch.Tensor,
+                    box_masks: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
         """Point-sampled BCE + Dice (Mask2Former/PointRend recipe) of (N, 1, 4g, 4g) logits
         against (N, S, S) masks, each summed over masks and divided by N (masks of this pass
         on this process, as the official loss; the official Dice's double division by N with
-        unit weights equals this)."""
+        unit weights equals this). Masks flagged in ``box_masks`` (N,) bool are filled boxes:
+        they get the projection loss instead (:meth:`projection_losses`)."""
         num_masks = logits.shape[0]
+        if box_masks is None or not box_masks.any():
+            return self.point_losses(logits, gt_masks, num_masks)
+        losses = self.projection_losses(logits[box_masks], gt_masks[box_masks], num_masks)
+        if not box_masks.all():
+            points = self.point_losses(logits[~box_masks], gt_masks[~box_masks], num_masks)
+            losses = {k: v + points[k] for k, v in losses.items()}
+        return losses
+
+    def projection_losses(self, logits: torch.Tensor, gt_masks: torch.Tensor,
+                          num_masks: int) -> Dict[str, torch.Tensor]:
+        """BCE + Dice between the per-column and per-row maxima of (n, 1, 4g, 4g) logits and of
+        (n, S, S) box masks (max-pooled to the logit grid, so thin boxes survive): a box only
+        says where the object's extent ends, not which pixels inside it are foreground."""
+        gt = F.adaptive_max_pool2d(gt_masks[:, None].to(logits.dtype), logits.shape[-2:])[:, 0]
+        pred = logits[:, 0]
+        losses = {"loss_mask": 0.0, "loss_dice": 0.0}
+        for dim in (-1, -2):
+            p, t = pred.amax(dim), gt.amax(dim)
+            losses["loss_mask"] = losses["loss_mask"] + sigmoid_ce_loss(p, t, num_masks)
+            losses["loss_dice"] = losses["loss_dice"] + dice_loss(p, t, num_masks)
+        return losses
+
+    def point_losses(self, logits: torch.Tensor, gt_masks: torch.Tensor,
+                     num_masks: int) -> Dict[str, torch.Tensor]:
+        """Point-sampled BCE + Dice of (n, 1, 4g, 4g) logits, summed and divided by num_masks."""
         with torch.no_grad():
             coords = get_uncertain_point_coords_with_randomness(
                 logits, mask_uncertainty, self.num_points, self.oversample_ratio,
