@@ -6,8 +6,16 @@
     python train_net.py --config-file ... --num-machines 2 --machine-rank 0 --dist-url tcp://...
     python train_net.py --config-file ... --resume                   # continue the last checkpoint
     python train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+    python train_net.py --config-file configs/vos/davis17.yaml --eval-only --suite vos \
+        --suite-args "--dataset davis17 --output out/vos" --num-gpus 2 MODEL.WEIGHTS sine.pth
+
+``--eval-only`` evaluates the config's DATASETS.TEST; with ``--suite fss|fsod|vos`` it runs that
+evaluation suite's command line instead (same config, launch options and overrides; the
+suite's own options in ``--suite-args``).
 """
+import importlib
 import logging
+import shlex
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -51,9 +59,46 @@ def main(args):
     return trainer.train()
 
 
-def invoke_main() -> None:
-    args = default_argument_parser().parse_args()
+#: --suite NAME -> (module, function taking the suite's argv); each suite launches its processes.
+SUITES = {
+    "fss": ("inference_fss.eval", "main"),
+    "fsod": ("inference_fsod.eval", "main_cli"),
+    "vos": ("inference_vos.run_vos", "main"),
+}
+
+
+def get_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--suite", choices=sorted(SUITES),
+                        help="with --eval-only: run this evaluation suite (inference_<suite>) "
+                             "with the config, the launch options and the overrides")
+    parser.add_argument("--suite-args", default="", metavar="ARGS",
+                        help='the suite\'s own options as one string, e.g. "--benchmark coco '
+                             '--output out/fss" (see python -m inference_fss.eval --help)')
+    return parser
+
+
+def suite_argv(args):
+    """The suite command line of ``--eval-only --suite``: config, suite options, launch options,
+    then the KEY VALUE overrides (last, as every CLI of the project takes them)."""
+    return ["--config-file", args.config_file, *shlex.split(args.suite_args),
+            "--num-gpus", str(args.num_gpus), "--num-machines", str(args.num_machines),
+            "--machine-rank", str(args.machine_rank), "--dist-url", args.dist_url, *args.opts]
+
+
+def run_suite(args):
+    module, function = SUITES[args.suite]
+    return getattr(importlib.import_module(module), function)(suite_argv(args))
+
+
+def invoke_main(argv=None):
+    args = get_parser().parse_args(argv)
     logging.getLogger("sine").info(f"Command line arguments: {args}")
+    if args.suite or args.suite_args:
+        if not (args.eval_only and args.suite):
+            raise SystemExit("train_net.py: --suite NAME and --suite-args go with --eval-only "
+                             "(give all three to run an evaluation suite)")
+        return run_suite(args)
     launch(
         main,
         args.num_gpus,

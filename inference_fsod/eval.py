@@ -197,7 +197,12 @@ def main(args):
     return summary
 
 
-if __name__ == "__main__":
-    args = get_parser().parse_args()
+def main_cli(argv=None):
+    """The command line: parse ``argv`` and run :func:`main` in ``--num-gpus`` processes."""
+    args = get_parser().parse_args(argv)
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
+
+
+if __name__ == "__main__":
+    main_cli()

@@ -618,3 +618,24 @@ def test_two_processes_give_the_metrics_of_one_and_resume_per_shard(synthetic_ro
                  on_episode=lambda name, e: computed.append(e))
     assert sorted(computed) == sorted(int(e) for e in shards[1])
     assert again["folds"] == one["folds"]
+
+
+def test_train_net_eval_only_reaches_the_suites(synthetic_root, tmp_path):
+    """``train_net.py --eval-only --suite fss`` is the FSS CLI: the same metrics as calling it."""
+    import train_net
+
+    direct = _cli(tmp_path / "direct")
+    argv = ["--config-file", "configs/demo/sine_synthetic_tiny.yaml", "--eval-only",
+            "--suite", "fss", "--suite-args",
+            f"--benchmark synthetic --shot 2 --num-episodes 8 --output {tmp_path / 'via'}",
+            *TINY, "TEST.FSS.IMAGE_SIZE", "56", "DATALOADER.NUM_WORKERS", "0"]
+    torch.manual_seed(0)  # the same random tiny model as _cli
+    via = train_net.invoke_main(argv)
+    assert via["folds"] == direct["folds"] and via["mean"] == direct["mean"]
+    assert {"fss", "fsod", "vos"} == set(train_net.SUITES)
+    for suite in train_net.SUITES.values():  # every suite's entry point exists
+        import importlib
+
+        assert callable(getattr(importlib.import_module(suite[0]), suite[1]))
+    with pytest.raises(SystemExit, match="go with --eval-only"):
+        train_net.invoke_main(["--config-file", "x.yaml", "--suite", "vos"])
