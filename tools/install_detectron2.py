@@ -15,14 +15,19 @@ Order of preference:
 Usage: ``python tools/install_detectron2.py [--force] [--no-official]``
 """
 import argparse
-import base64
-import hashlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import zipfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when loaded by path
+from wheel_tools import (  # noqa: E402
+    download_verified,
+    github_reachable,
+    importable,
+    pip,
+    rewrite_wheel,
+)
 
 OFFICIAL_SOURCE = "git+https://github.com/facebookresearch/detectron2.git"
 REGISTRY_PACKAGE = "sal-detectron2==0.7.2"
@@ -35,15 +40,8 @@ REGISTRY_DIST = "sal-detectron2"
 METADATA_FIXES = {"Requires-Dist: numpy<2": "Requires-Dist: numpy"}
 
 
-def _pip(*args):
-    cmd = [sys.executable, "-m", "pip", *args]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.check_call(cmd)
-
-
 def detectron2_importable():
-    code = "import detectron2.config, detectron2.modeling"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    return importable("import detectron2.config, detectron2.modeling")
 
 
 def registry_install_pins_numpy_below_2():
@@ -55,62 +53,35 @@ def registry_install_pins_numpy_below_2():
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 1
 
 
-def github_reachable(timeout=3.0):
-    try:
-        with socket.create_connection(("github.com", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _record_hash(data):
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"sha256={digest}"
-
-
 def retag_pure_python(src, dst_dir):
     """Rewrite ``src`` as a ``py3-none-any`` wheel without compiled extensions; return its path."""
     name, version = os.path.basename(src).split("-")[:2]
-    dst = os.path.join(dst_dir, f"{name}-{version}-py3-none-any.whl")
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
-        record_name, records = None, []
-        for info in zin.infolist():
-            base = os.path.basename(info.filename)
-            if info.filename.startswith("detectron2/_C") and base.endswith(".so"):
-                continue
-            if info.filename.endswith(".dist-info/RECORD"):
-                record_name = info.filename
-                continue
-            data = zin.read(info.filename)
-            if info.filename.endswith(".dist-info/METADATA"):
-                lines = [METADATA_FIXES.get(ln, ln) for ln in data.decode().splitlines()]
-                data = ("\n".join(lines) + "\n").encode()
-            if info.filename.endswith(".dist-info/WHEEL"):
-                lines = data.decode().splitlines()
-                lines = [ln for ln in lines if not ln.startswith(("Tag:", "Root-Is-Purelib:"))]
-                lines += ["Root-Is-Purelib: true", "Tag: py3-none-any"]
-                data = ("\n".join(lines) + "\n").encode()
-            zout.writestr(info.filename, data)
-            records.append(f"{info.filename},{_record_hash(data)},{len(data)}")
-        records.append(f"{record_name},,")
-        zout.writestr(record_name, "\n".join(records) + "\n")
-    return dst
+
+    def rewrite(filename, data):
+        if filename.startswith("detectron2/_C") and os.path.basename(filename).endswith(".so"):
+            return None
+        if filename.endswith(".dist-info/METADATA"):
+            lines = [METADATA_FIXES.get(ln, ln) for ln in data.decode().splitlines()]
+            return ("\n".join(lines) + "\n").encode()
+        if filename.endswith(".dist-info/WHEEL"):
+            lines = data.decode().splitlines()
+            lines = [ln for ln in lines if not ln.startswith(("Tag:", "Root-Is-Purelib:"))]
+            lines += ["Root-Is-Purelib: true", "Tag: py3-none-any"]
+            return ("\n".join(lines) + "\n").encode()
+        return data
+
+    return rewrite_wheel(src, os.path.join(dst_dir, f"{name}-{version}-py3-none-any.whl"), rewrite)
 
 
 def install_from_registry():
     with tempfile.TemporaryDirectory() as tmp:
-        _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.10",
-             "-d", tmp, REGISTRY_PACKAGE)
-        src = os.path.join(tmp, REGISTRY_WHEEL)
-        with open(src, "rb") as f:
-            sha = hashlib.sha256(f.read()).hexdigest()
-        if sha != REGISTRY_SHA256:
-            sys.exit(f"sha256 mismatch for {REGISTRY_WHEEL}: got {sha}, expected {REGISTRY_SHA256}")
+        src = download_verified(REGISTRY_PACKAGE, REGISTRY_WHEEL, REGISTRY_SHA256, tmp,
+                                "--python-version", "3.10")
         wheel = retag_pure_python(src, tmp)
         # Replaces an install of the same version (e.g. one still pinning numpy<2) ...
-        _pip("install", "--force-reinstall", "--no-deps", wheel)
+        pip("install", "--force-reinstall", "--no-deps", wheel)
         # ... then its dependencies, as the rewritten metadata lists them.
-        _pip("install", wheel, *EXTRA_RUNTIME_DEPS)
+        pip("install", wheel, *EXTRA_RUNTIME_DEPS)
 
 
 def main():
@@ -127,7 +98,7 @@ def main():
         install_from_registry()
     elif not args.no_official and github_reachable():
         try:
-            _pip("install", "--no-build-isolation", OFFICIAL_SOURCE, *EXTRA_RUNTIME_DEPS)
+            pip("install", "--no-build-isolation", OFFICIAL_SOURCE, *EXTRA_RUNTIME_DEPS)
         except subprocess.CalledProcessError:
             print("official source failed to install; falling back to the registry wheel")
             install_from_registry()

@@ -18,14 +18,19 @@ preference:
 Usage: ``python tools/install_panopticapi.py [--force] [--no-official]``
 """
 import argparse
-import base64
-import hashlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import zipfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # also when loaded by path
+from wheel_tools import (  # noqa: E402
+    download_verified,
+    github_reachable,
+    importable,
+    pip,
+    rewrite_wheel,
+)
 
 OFFICIAL_SOURCE = "git+https://github.com/cocodataset/panopticapi.git"
 REGISTRY_PACKAGE = "panopticapi-lite==0.2.0"
@@ -36,15 +41,9 @@ REGISTRY_DIST = "panopticapi-lite"
 REQUIREMENTS = ["Requires-Dist: numpy", "Requires-Dist: Pillow"]
 
 
-def _pip(*args):
-    cmd = [sys.executable, "-m", "pip", *args]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.check_call(cmd)
-
-
 def panopticapi_importable():
-    code = "from panopticapi.evaluation import pq_compute; from panopticapi.utils import id2rgb"
-    return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+    return importable("from panopticapi.evaluation import pq_compute; "
+                      "from panopticapi.utils import id2rgb")
 
 
 def registry_install_has_foreign_requirements():
@@ -57,54 +56,27 @@ def registry_install_has_foreign_requirements():
     return subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 1
 
 
-def _record_hash(data):
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"sha256={digest}"
-
-
 def rewrite_requirements(src, dst_dir):
     """Copy wheel ``src`` to ``dst_dir`` with its ``Requires-Dist`` lines replaced by
     :data:`REQUIREMENTS` (and RECORD hashes updated); returns the new wheel's path."""
-    dst = os.path.join(dst_dir, os.path.basename(src))
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
-        record_name, records = None, []
-        for info in zin.infolist():
-            if info.filename.endswith(".dist-info/RECORD"):
-                record_name = info.filename
-                continue
-            data = zin.read(info.filename)
-            if info.filename.endswith(".dist-info/METADATA"):
-                lines = data.decode().split("\n")
-                header_end = lines.index("") if "" in lines else len(lines)
-                header = [ln for ln in lines[:header_end] if not ln.startswith("Requires-Dist:")]
-                data = "\n".join(header + REQUIREMENTS + lines[header_end:]).encode()
-            zout.writestr(info.filename, data)
-            records.append(f"{info.filename},{_record_hash(data)},{len(data)}")
-        records.append(f"{record_name},,")
-        zout.writestr(record_name, "\n".join(records) + "\n")
-    return dst
 
+    def rewrite(filename, data):
+        if not filename.endswith(".dist-info/METADATA"):
+            return data
+        lines = data.decode().split("\n")
+        header_end = lines.index("") if "" in lines else len(lines)
+        header = [ln for ln in lines[:header_end] if not ln.startswith("Requires-Dist:")]
+        return "\n".join(header + REQUIREMENTS + lines[header_end:]).encode()
 
-def github_reachable(timeout=3.0):
-    try:
-        with socket.create_connection(("github.com", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return rewrite_wheel(src, os.path.join(dst_dir, os.path.basename(src)), rewrite)
 
 
 def install_from_registry():
     with tempfile.TemporaryDirectory() as tmp:
-        _pip("download", "--no-deps", "--only-binary=:all:", "-d", tmp, REGISTRY_PACKAGE)
-        wheel = os.path.join(tmp, REGISTRY_WHEEL)
-        with open(wheel, "rb") as f:
-            sha = hashlib.sha256(f.read()).hexdigest()
-        if sha != REGISTRY_SHA256:
-            sys.exit(f"sha256 mismatch for {REGISTRY_WHEEL}: got {sha}, expected "
-                     f"{REGISTRY_SHA256}; refusing to install an unverified panopticapi")
+        wheel = download_verified(REGISTRY_PACKAGE, REGISTRY_WHEEL, REGISTRY_SHA256, tmp)
         out = os.path.join(tmp, "rewritten")
         os.makedirs(out)
-        _pip("install", "--force-reinstall", "--no-deps", rewrite_requirements(wheel, out))
+        pip("install", "--force-reinstall", "--no-deps", rewrite_requirements(wheel, out))
 
 
 def main():
@@ -121,7 +93,7 @@ def main():
         return
     elif not args.no_official and github_reachable():
         try:
-            _pip("install", OFFICIAL_SOURCE)
+            pip("install", OFFICIAL_SOURCE)
         except subprocess.CalledProcessError:
             print("official source failed to install; falling back to", REGISTRY_PACKAGE)
             install_from_registry()
