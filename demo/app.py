@@ -177,15 +177,16 @@ def build_app(predictor, score_thresh: float = 0.5):
             )
             mask = gr.Image(label="or upload its mask", type="numpy", image_mode="L",
                             format="png", sources=["upload", "clipboard"], elem_id="ref-mask")
-            negative = gr.Image(label="optional: mask of look-alikes to exclude ('not this')",
-                                type="numpy", image_mode="L", format="png",
-                                sources=["upload", "clipboard"], elem_id="neg-mask")
             target = gr.Image(label="Target image", type="numpy", image_mode="RGB",
                               format="png", sources=["upload", "clipboard"], elem_id="target")
         ref_info = gr.Markdown("No reference image yet.", elem_id="reference-info")
         for event in (editor.upload, editor.change):
             event(reference_summary, editor, ref_info, show_progress="hidden")
         with gr.Row():
+            # Below the editor's row, which keeps the editor's canvas as wide as before.
+            negative = gr.Image(label="optional: mask of look-alikes to exclude ('not this')",
+                                type="numpy", image_mode="L", format="png", height=160,
+                                sources=["upload", "clipboard"], elem_id="neg-mask")
             names = gr.Textbox(label="Class name(s): one for all objects, or one per object "
                                      "(comma-separated)", elem_id="class-names")
             thresh = gr.Slider(0.0, 1.0, value=score_thresh, step=0.05,

@@ -147,6 +147,18 @@ def _open(page, url, files, with_mask):
     _wait_for_reference_info(page, f"Reference image {REF_HW[1]}x{REF_HW[0]}:")
 
 
+def _settled_box(page, selector):
+    """The element's bounding box once the layout stopped moving (the editor zooms and places the
+    uploaded image with an animation; a stroke drawn meanwhile can miss the image)."""
+    page.wait_for_function(
+        """s => new Promise(done => {
+            const box = () => JSON.stringify(document.querySelector(s).getBoundingClientRect());
+            const first = box();
+            setTimeout(() => done(first === box()), 300);
+        })""", arg=selector, timeout=30_000)
+    return page.locator(selector).first.bounding_box()
+
+
 def _wait_for_reference_info(page, text):
     page.wait_for_function(
         "t => document.querySelector('#reference-info').innerText.includes(t)", arg=text,
@@ -184,7 +196,7 @@ def test_painting_on_the_reference_gives_the_mask(browser_page, server, files, t
     (page, _), (url, used_masks) = browser_page, server
     _open(page, url, files, with_mask=False)
     page.get_by_role("button", name="Brush", exact=True).click()
-    box = page.locator("#reference canvas").first.bounding_box()
+    box = _settled_box(page, "#reference canvas")
     # The image is centred on the canvas: a short stroke through the centre paints its middle.
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx - 10, cy)
