@@ -293,13 +293,9 @@ def read_dinov2_state_dict(path: str) -> Dict[str, torch.Tensor]:
     return {k.replace("module.", "").replace("backbone.", ""): v for k, v in state_dict.items()}
 
 
-def load_dinov2_checkpoint(model: DinoVisionTransformer, path: str) -> None:
-    """Load official DINOv2 weights into ``model``; raise ValueError unless every key fits.
-
-    Unlike the official loader (``strict=False``, which silently loads nothing on a layout
-    mismatch), missing, unexpected and wrongly shaped keys are all errors.
-    """
-    state_dict = read_dinov2_state_dict(path)
+def load_state_dict_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], path: str,
+                           expected_format: str) -> None:
+    """``load_state_dict(strict=True)`` with one error listing every misfit key of ``path``."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -310,13 +306,23 @@ def load_dinov2_checkpoint(model: DinoVisionTransformer, path: str) -> None:
     ]
     if missing or unexpected or bad_shapes:
         raise ValueError(
-            f"DINOv2 checkpoint {path} does not fit the model.\n"
+            f"Checkpoint {path} does not fit the {type(model).__name__} built from the config.\n"
             f"  missing keys ({len(missing)}): {_abbrev(missing)}\n"
             f"  unexpected keys ({len(unexpected)}): {_abbrev(unexpected)}\n"
             f"  shape mismatches ({len(bad_shapes)}): {_abbrev(bad_shapes)}\n"
-            f"{_EXPECTED_FORMAT}"
+            f"{expected_format}"
         )
     model.load_state_dict(state_dict, strict=True)
+
+
+def load_dinov2_checkpoint(model: DinoVisionTransformer, path: str) -> None:
+    """Load official DINOv2 weights into ``model``; raise ValueError unless every key fits.
+
+    Unlike the official loader (``strict=False``, which silently loads nothing on a layout
+    mismatch), missing, unexpected and wrongly shaped keys are all errors.
+    """
+    state_dict = read_dinov2_state_dict(path)
+    load_state_dict_strict(model, state_dict, path, _EXPECTED_FORMAT)
     logger.info("Loaded DINOv2 weights from %s (%d tensors).", path, len(state_dict))
 
 

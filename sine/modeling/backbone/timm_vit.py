@@ -29,7 +29,7 @@ from timm.models.eva import checkpoint_filter_fn as eva_checkpoint_filter_fn
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .dinov2 import DINOV2_ARCHS, read_dinov2_state_dict
+from .dinov2 import DINOV2_ARCHS, load_state_dict_strict, read_dinov2_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -101,31 +101,10 @@ def _swiglu_packed(in_features: int, hidden_features: int, **kwargs) -> nn.Modul
     return GluMlp(in_features, hidden_features=2 * hidden, **kwargs)
 
 
-def _abbrev(items: List[str], limit: int = 10) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
 def _load_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], path: str,
                  expected_format: str) -> None:
     """``load_state_dict(strict=True)`` with one error listing every misfit key."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    bad_shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state_dict.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or bad_shapes:
-        raise ValueError(
-            f"Checkpoint {path} does not fit the {type(model).__name__} built from the config.\n"
-            f"  missing keys ({len(missing)}): {_abbrev(missing)}\n"
-            f"  unexpected keys ({len(unexpected)}): {_abbrev(unexpected)}\n"
-            f"  shape mismatches ({len(bad_shapes)}): {_abbrev(bad_shapes)}\n"
-            f"{expected_format}"
-        )
-    model.load_state_dict(state_dict, strict=True)
+    load_state_dict_strict(model, state_dict, path, expected_format)
     logger.info("Loaded %s weights from %s (%d tensors).", type(model).__name__, path,
                 len(state_dict))
 
