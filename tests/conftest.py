@@ -35,3 +35,24 @@ def _restore_project_loggers():
         for handler in list(log.handlers):
             log.removeHandler(handler)
         log.propagate = True
+
+
+@pytest.fixture
+def cuda_placements(monkeypatch):
+    """A machine that reports a GPU: ``Module.to(cuda)`` is recorded as (module class, device)
+    and skipped, so CUDA-only branches run on the CPU. Returns the list of placements."""
+    import torch
+
+    placed = []
+    module_to = torch.nn.Module.to
+
+    def to(module, *args, **kwargs):
+        device = kwargs.get("device", args[0] if args else None)
+        if isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda":
+            placed.append((type(module).__name__, str(device)))
+            return module
+        return module_to(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    return placed

@@ -28,21 +28,9 @@ def predictor():
 
 
 @pytest.fixture
-def placements(monkeypatch):
+def placements(cuda_placements):
     """Pretend a GPU exists; ``Module.to(cuda)`` is recorded (module class, device) and skipped."""
-    placed = []
-    module_to = torch.nn.Module.to
-
-    def to(module, *args, **kwargs):
-        device = kwargs.get("device", args[0] if args else None)
-        if isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda":
-            placed.append((type(module).__name__, str(device)))
-            return module
-        return module_to(module, *args, **kwargs)
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.nn.Module, "to", to)
-    return placed
+    return cuda_placements
 
 
 def _scene(h=60, w=80, seed=0):

@@ -119,30 +119,18 @@ class _Args:
 
 
 @pytest.fixture
-def pretend_cuda(monkeypatch):
+def pretend_cuda(cuda_placements, monkeypatch):
     """A machine that reports a GPU; model placement on it is recorded and skipped.
 
     Everything else runs for real on CPU: the Trainer's construction, AMPTrainer with its
     GradScaler, the hooks, the checkpoint.
     """
-    placed = []
-    module_to = torch.nn.Module.to
-
-    def to(module, *args, **kwargs):
-        device = kwargs.get("device", args[0] if args else None)
-        if isinstance(device, (str, torch.device)) and torch.device(device).type == "cuda":
-            placed.append((type(module).__name__, str(device)))
-            return module
-        return module_to(module, *args, **kwargs)
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.nn.Module, "to", to)
     # Memory statistics the metric writers read when CUDA is available.
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 0)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: None)
     # The optimizer's CUDA-graph capture check asks the (absent) device for its stream.
     monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: None)
-    return placed
+    return cuda_placements
 
 
 def test_setup_keeps_cuda_and_amp_only_where_cuda_exists(tmp_path, monkeypatch):
