@@ -160,6 +160,15 @@ def _pil_to_rgb(img, where: str) -> np.ndarray:
     raise UserInputError(f"{where}: images of mode {mode!r} are not supported: save it as RGB")
 
 
+def _check_unit_range(a: np.ndarray, where: str, kind: str, fix: str) -> None:
+    """Float ``a`` must be finite and within [0, 1]; ``fix`` ends the error message."""
+    if not np.isfinite(a).all():
+        raise UserInputError(f"{where} has NaN or infinite values")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < 0 or hi > 1:
+        raise UserInputError(f"{where} is a float {kind} with values in [{lo:g}, {hi:g}]{fix}")
+
+
 def _to_uint8(a: np.ndarray, where: str) -> np.ndarray:
     """Numbers of any dtype -> uint8, by the dtype's meaning (see the module docstring)."""
     if a.dtype == np.uint8:
@@ -169,14 +178,8 @@ def _to_uint8(a: np.ndarray, where: str) -> np.ndarray:
             f"{where} is a bool array, which is a mask, not an image: give the RGB image"
         )
     if np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise UserInputError(f"{where} has NaN or infinite values")
-        lo, hi = float(a.min()), float(a.max())
-        if lo < 0 or hi > 1:
-            raise UserInputError(
-                f"{where} is a float image with values in [{lo:g}, {hi:g}]; float images must "
-                "be in [0, 1]: divide by 255 (or its maximum), or convert it to uint8"
-            )
+        _check_unit_range(a, where, "image", "; float images must be in [0, 1]: divide by 255 "
+                          "(or its maximum), or convert it to uint8")
         return (a * 255).round().astype(np.uint8)
     if np.issubdtype(a.dtype, np.integer):
         lo, hi = int(a.min()), int(a.max())
@@ -311,14 +314,8 @@ def _split_2d(a: np.ndarray, where: str, threshold: Optional[float],
     if a.dtype == bool:
         return [a]
     if np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise UserInputError(f"{where} has NaN or infinite values")
-        lo, hi = float(a.min()), float(a.max())
-        if lo < 0 or hi > 1:
-            raise UserInputError(
-                f"{where} is a float mask with values in [{lo:g}, {hi:g}]: float masks must be "
-                "in [0, 1]; for a label map use an integer array"
-            )
+        _check_unit_range(a, where, "mask", ": float masks must be in [0, 1]; for a label map "
+                          "use an integer array")
         if np.isin(a, (0.0, 1.0)).all():
             return [a > 0]
         if threshold is None:
