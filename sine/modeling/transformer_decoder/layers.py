@@ -36,7 +36,8 @@ def multi_head_attention(
 
     Args:
         query: (L, B, C); key, value: (S, B, C) (sequence-first, as ``nn.MultiheadAttention``).
-        attn_mask: bool, True = may not attend; (L, S) or (B * heads, L, S).
+        attn_mask: bool, True = may not attend; (L, S) or (B * heads, L, S) (a stride-0
+            expand of one (L, S) mask over B * heads is passed to SDPA as that one mask).
     Returns:
         (L, B, C)
     """
@@ -48,8 +49,12 @@ def multi_head_attention(
     # (len, B, C) -> (B, heads, len, C / heads)
     q, k, v = (t.reshape(t.shape[0], B, heads, C // heads).permute(1, 2, 0, 3) for t in (q, k, v))
     if attn_mask is not None:
+        if attn_mask.dim() == 3 and attn_mask.shape[0] > 1 and attn_mask.stride(0) == 0:
+            attn_mask = attn_mask[0]  # one mask shared by every head: SDPA broadcasts it
+        elif attn_mask.dim() == 3:
+            attn_mask = attn_mask.reshape(-1, heads, L, S)
         # SDPA's boolean masks mean the opposite: True = may attend.
-        attn_mask = ~attn_mask.reshape(-1, heads, L, S) if attn_mask.dim() == 3 else ~attn_mask
+        attn_mask = ~attn_mask
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     out = out.permute(2, 0, 1, 3).reshape(L, B, C)
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)

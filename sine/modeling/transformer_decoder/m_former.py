@@ -135,6 +135,23 @@ class LazyAuxOutputs(Sequence):
         return f"LazyAuxOutputs(len={len(self)})"
 
 
+def unblock_fully_masked_queries(mask: torch.Tensor) -> torch.Tensor:
+    """Clear the cross-attention mask of queries that it blocks everywhere (they would get NaNs).
+
+    Args:
+        mask: (B * heads, Q, hw) bool, True = blocked; the official repeated mask (cleared in
+            place, as the official code) or the fast path's heads-shared view (cleared out of
+            place on the one shared mask, 1/heads of the work).
+    Returns:
+        the mask, fully blocked rows set to False.
+    """
+    if mask.dim() == 3 and mask.shape[0] > 1 and mask.stride(0) == 0:
+        shared = mask[0]  # no data-dependent branch: the ONNX export traces this
+        return (shared & ~shared.all(-1, keepdim=True)).expand_as(mask)
+    mask[mask.sum(-1) == mask.shape[-1]] = False
+    return mask
+
+
 @TRANSFORMER_DECODER_REGISTRY.register()
 class MFormerDecoder(nn.Module):
     """The official SINE M-Former (training-model variant, generalised to K references).
@@ -469,8 +486,7 @@ class MFormerDecoder(nn.Module):
         # The official decoder computes a mask after every block but only uses the first.
         eager_masks = self.refresh_cross_attn_mask or not self.fast_inference
         for i, layer in enumerate(self.transformer_layers):
-            # A query whose mask blocks every location would get NaNs: let it see everything.
-            ca_attn_mask[ca_attn_mask.sum(-1) == ca_attn_mask.shape[-1]] = False
+            ca_attn_mask = unblock_fully_masked_queries(ca_attn_mask)
             output = layer(output, query_embed, image_feat, image_pe, sa_attn_mask, ca_attn_mask)
             last = i == len(self.transformer_layers) - 1
             if lazy and not last and not self.refresh_cross_attn_mask:
@@ -514,11 +530,19 @@ class MFormerDecoder(nn.Module):
         return prediction, attn_mask
 
     def cross_attention_mask(self, id_masks, ins_masks, grid) -> torch.Tensor:
-        """(heads, nm + nq, h*w) bool, True = blocked: mask probability < 0.5 at the grid."""
+        """(heads, nm + nq, h*w) bool, True = blocked: mask probability < 0.5 at the grid.
+
+        Every head gets the same mask: on the fast path the heads share one (a stride-0
+        ``expand``), so the attention and :func:`unblock_fully_masked_queries` touch 1/heads
+        of the official (repeated) mask.
+        """
         attn_mask = F.interpolate(torch.cat([id_masks, ins_masks], dim=1), size=grid,
                                   mode="bilinear", align_corners=False)
-        attn_mask = attn_mask.sigmoid().flatten(2).unsqueeze(1).repeat(1, self.num_heads, 1, 1)
-        return (attn_mask.flatten(0, 1) < 0.5).detach()
+        blocked = (attn_mask.sigmoid().flatten(2) < 0.5).detach()[:, None]  # (B, 1, Q, hw)
+        per_head = (-1, self.num_heads, -1, -1)
+        if self.fast_inference and blocked.shape[0] == 1:
+            return blocked.expand(*per_head).flatten(0, 1)  # a view: stride 0 over heads
+        return blocked.repeat(1, self.num_heads, 1, 1).flatten(0, 1)
 
     def classification_logits(self, ins_out: torch.Tensor, sem_out: torch.Tensor) -> torch.Tensor:
         """Scaled cosine similarity (1, nq, C) x (1, nc + 1, C) -> (1, nq, nc + 1)."""
