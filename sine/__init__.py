@@ -1,11 +1,11 @@
 """sine: SINE in-context segmentation as a detectron2 extension.
 
 ``import sine`` is light (no torch, no detectron2): the public names below are imported on first
-use, so every command's ``--help`` answers at once. sine's config keys, backbones,
-meta-architectures and datasets are registered with detectron2 when ``sine.data`` /
-``sine.modeling`` are imported, which every config of sine does (:func:`sine.config.add_sine_config`,
-``add_segic_config``, ``get_default_cfg``, ``get_sine_cfg``). Code that uses detectron2's
-registries or ``DatasetCatalog`` without building a sine config calls :func:`register_all` first.
+use, so every command's ``--help`` answers at once. sine's backbones, meta-architectures and
+datasets are registered with detectron2 when ``sine.data`` / ``sine.modeling`` are imported,
+which building any sine config does (``sine.config.add_sine_config``, ``add_segic_config``,
+``get_default_cfg``, ``get_sine_cfg``). Code that uses detectron2's registries or
+``DatasetCatalog`` without building a sine config calls :func:`register_all` first.
 """
 import importlib
 
@@ -23,7 +23,7 @@ _LAZY = {
 
 def register_all() -> None:
     """Register sine with detectron2: backbones, meta-architectures, transformer decoders
-    (``sine.modeling``) and datasets (``sine.data``). Idempotent; building a sine config calls it."""
+    (``sine.modeling``) and datasets (``sine.data``). Idempotent; every sine config calls it."""
     importlib.import_module("sine.data")
     importlib.import_module("sine.modeling")
 
