@@ -13,24 +13,36 @@
 evaluation suite's command line instead (same config, launch options and overrides; the
 suite's own options in ``--suite-args``).
 """
+import argparse
 import importlib
 import logging
+import os
 import shlex
+import sys
 
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.engine import default_argument_parser, default_setup, launch
-from detectron2.evaluation import verify_results
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+# Only light modules at import time: `--help` must not wait for torch / detectron2, which the
+# functions below import when they run.
+from sine.utils.cli import add_launch_args
 
-from sine.config import get_sine_cfg
 
-# The trainer lives in the package so that training works from any working directory.
-from sine.engine.trainer import Trainer, ddp_device_ids  # noqa: F401  (train_net.Trainer)
+def __getattr__(name):
+    # train_net.Trainer / train_net.ddp_device_ids: the trainer lives in the package (training
+    # works from any working directory); imported on first use (PEP 562).
+    if name in ("Trainer", "ddp_device_ids"):
+        from sine.engine import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def setup(args):
+    import torch
+    from detectron2.engine import default_setup
+    from detectron2.utils import comm
+    from detectron2.utils.logger import setup_logger
+
+    from sine.config import get_sine_cfg
+
     cfg = get_sine_cfg(args.config_file, args.opts)
     on_cuda = torch.device(cfg.MODEL.DEVICE).type == "cuda"
     if on_cuda and not torch.cuda.is_available():
@@ -44,6 +56,12 @@ def setup(args):
 
 
 def main(args):
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.evaluation import verify_results
+    from detectron2.utils import comm
+
+    from sine.engine.trainer import Trainer
+
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -67,14 +85,33 @@ SUITES = {
 }
 
 
+def _default_dist_url() -> str:
+    # detectron2's default_argument_parser: a port fixed per user, so that an orphan process of
+    # an earlier run shows up as "port in use".
+    uid = os.getuid() if sys.platform != "win32" else 1
+    return f"tcp://127.0.0.1:{2 ** 15 + 2 ** 14 + hash(uid) % 2 ** 14}"
+
+
 def get_parser():
-    parser = default_argument_parser()
+    """The options of detectron2's ``default_argument_parser`` (tests/test_cli_help.py checks
+    they match), built without importing detectron2, plus ``--suite`` / ``--suite-args``."""
+    parser = argparse.ArgumentParser(
+        description="Train and evaluate SINE / SegIC with detectron2.",
+        epilog="Config overrides go last: ... --config-file cfg.yaml MODEL.WEIGHTS model.pth "
+               "SOLVER.BASE_LR 0.001")
+    parser.add_argument("--config-file", default="", metavar="FILE", help="path to config file")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint of OUTPUT_DIR (if any)")
+    parser.add_argument("--eval-only", action="store_true", help="perform evaluation only")
+    add_launch_args(parser, dist_url=_default_dist_url())
     parser.add_argument("--suite", choices=sorted(SUITES),
                         help="with --eval-only: run this evaluation suite (inference_<suite>) "
                              "with the config, the launch options and the overrides")
     parser.add_argument("--suite-args", default="", metavar="ARGS",
                         help='the suite\'s own options as one string, e.g. "--benchmark coco '
                              '--output out/fss" (see python -m inference_fss.eval --help)')
+    parser.add_argument("opts", nargs=argparse.REMAINDER, default=None, metavar="KEY VALUE",
+                        help="config overrides, e.g. MODEL.WEIGHTS model.pth (last on the line)")
     return parser
 
 
@@ -99,6 +136,8 @@ def invoke_main(argv=None):
             raise SystemExit("train_net.py: --suite NAME and --suite-args go with --eval-only "
                              "(give all three to run an evaluation suite)")
         return run_suite(args)
+    from detectron2.engine import launch
+
     launch(
         main,
         args.num_gpus,

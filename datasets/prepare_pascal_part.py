@@ -21,12 +21,6 @@ import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inference_fss.benchmarks import (  # noqa: E402
-    PASCAL_PART_SUPERCATEGORIES,
-    pascal_part_classes,
-)
-from sine.data.datasets.common import datasets_root  # noqa: E402
-
 ANNOTATIONS = "Annotations_Part_json_merged_part_classes"
 INDEX = "all_obj_part_to_image.json"
 
@@ -60,9 +54,15 @@ def main():
     parser.add_argument("--voc2010", required=True, help="VOC2010 folder (with JPEGImages/)")
     parser.add_argument("--matcher-annotations", required=True,
                         help="Matcher's pascal.zip, or the folder it extracts to")
-    parser.add_argument("--root", default=datasets_root(), help="datasets root")
+    parser.add_argument("--root", default=None,
+                        help="datasets root (default: $DETECTRON2_DATASETS, else datasets)")
     parser.add_argument("--copy", action="store_true", help="copy images instead of linking")
     args = parser.parse_args()
+    # After parsing, so that `--help` answers at once.
+    from inference_fss.benchmarks import PASCAL_PART_SUPERCATEGORIES, pascal_part_classes
+    from sine.data.datasets.common import datasets_root
+
+    args.root = args.root or datasets_root()
 
     target = os.path.join(args.root, "Pascal-Part", "VOCdevkit", "VOC2010")
     os.makedirs(target, exist_ok=True)

@@ -13,8 +13,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from sine.data.synthetic import generate_synthetic  # noqa: E402
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -36,6 +34,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    from sine.data.synthetic import generate_synthetic  # after parsing: `--help` answers at once
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     path = generate_synthetic(

@@ -20,11 +20,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, ROOT)]
 
 # gradio, torch and the model are imported when needed: `--help` answers at once.
-from demo import light_cli  # noqa: E402
-
-_cli = light_cli()
-add_common_flags, run_cli, split_config_overrides = (
-    _cli.add_common_flags, _cli.run_cli, _cli.split_config_overrides)
+from sine.utils.cli import add_common_flags, run_cli, split_config_overrides  # noqa: E402
 
 __all__ = ["build_app", "editor_reference", "mask_objects", "object_names",
            "reference_summary", "segment"]

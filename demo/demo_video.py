@@ -23,9 +23,9 @@ ROOT = os.path.dirname(HERE)
 # Run as a script, this folder comes first on sys.path and `demo` would be demo/demo.py.
 sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, ROOT)]
 
-from demo import light_cli  # noqa: E402
+# Only light modules at import time: `--help` must not wait for torch / detectron2.
+from sine.utils.cli import add_common_flags, run_cli, split_config_overrides  # noqa: E402
 
-_cli = light_cli()
 logger = logging.getLogger("sine.demo_video")
 
 DEFAULT_CONFIG = os.path.join(ROOT, "configs/demo/sine_synthetic_tiny.yaml")
@@ -54,11 +54,11 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fps", type=float, default=None,
                         help="output frame rate (default: the input video's, else 24)")
     parser.add_argument("--alpha", type=float, default=0.5, help="mask opacity")
-    return _cli.add_common_flags(parser)
+    return add_common_flags(parser)
 
 
 def parse_args(argv=None):
-    head, opts = _cli.split_config_overrides(list(sys.argv[1:] if argv is None else argv))
+    head, opts = split_config_overrides(list(sys.argv[1:] if argv is None else argv))
     args = get_parser().parse_args(head)
     args.opts = [*args.opts_deprecated, *args.opts, *opts]
     return args
@@ -220,4 +220,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(_cli.run_cli(main))
+    sys.exit(run_cli(main))

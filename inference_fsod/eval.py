@@ -17,25 +17,15 @@ standard deviation over the seeds are printed and written to ``summary.json``.
 import argparse
 import logging
 import os
+from typing import TYPE_CHECKING
 
-import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
-from detectron2.engine import launch
-from detectron2.evaluation import inference_on_dataset
-from detectron2.utils import comm
-from tqdm import tqdm
+# Only light modules at import time: `--help` must not wait for torch / detectron2, which the
+# functions below import when they run.
+from inference_fsod import BENCHMARK_NAMES
+from sine.utils.cli import add_launch_args
 
-from inference_fsod.data import FSODTestMapper
-from inference_fsod.evaluation import NovelClassCOCOEvaluator, summarize_seeds, summary_table
-from inference_fsod.model import PrototypeInstanceSegmenter
-from inference_fsod.prototype_cache import load_or_compute_prototypes, prototype_cache_key
-from inference_fsod.register_fsod import BENCHMARKS, dataset_names, register_all_fsod
-from sine.data.datasets.common import datasets_root
-from sine.engine.predictor import build_in_context_model
-from sine.evaluation.resume import RunRecords
-from sine.evaluation.suite_setup import setup_suite
-from sine.utils.io import atomic_write_json
-from sine.utils.throughput import Throughput
+if TYPE_CHECKING:
+    from sine.evaluation.resume import RunRecords
 
 logger = logging.getLogger("inference_fsod")
 
@@ -63,17 +53,14 @@ def parse_seeds(text):
 def get_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", required=True, metavar="FILE")
-    parser.add_argument("--benchmark", choices=sorted(BENCHMARKS),
+    parser.add_argument("--benchmark", choices=sorted(BENCHMARK_NAMES),
                         help="default: TEST.FSOD.BENCHMARK of the config")
     parser.add_argument("--shots", type=int, help="K; default: TEST.FSOD.SHOTS")
     parser.add_argument("--seeds", help="e.g. 0-9; default: TEST.FSOD.SEEDS")
     parser.add_argument("--output", help="output folder; default: OUTPUT_DIR of the config")
     parser.add_argument("--prototype-cache", metavar="DIR",
                         help="prototype cache folder; default: <output>/prototypes")
-    parser.add_argument("--num-gpus", type=int, default=1, help="processes on this machine")
-    parser.add_argument("--num-machines", type=int, default=1)
-    parser.add_argument("--machine-rank", type=int, default=0)
-    parser.add_argument("--dist-url", default="auto")
+    add_launch_args(parser)
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides, e.g. MODEL.WEIGHTS path/to/sine.pth")
     return parser
@@ -81,6 +68,8 @@ def get_parser():
 
 def setup_cfg(args):
     """The frozen config of this run (with logging to its OUTPUT_DIR)."""
+    from sine.evaluation.suite_setup import setup_suite
+
     cfg = setup_suite(args.config_file, args.opts, "inference_fsod", overrides={
         "TEST.FSOD.BENCHMARK": args.benchmark,
         "TEST.FSOD.SHOTS": args.shots or None,
@@ -97,6 +86,8 @@ class FSODRun:
     """One benchmark x K evaluation over several seeds, sharing the model and the test set."""
 
     def __init__(self, cfg, cache_dir):
+        from sine.utils.throughput import Throughput
+
         self.cfg = cfg
         self.fsod = cfg.TEST.FSOD
         self.cache_dir = cache_dir
@@ -108,15 +99,21 @@ class FSODRun:
     def model(self):
         """The model, built on first use (only if some seed has to run)."""
         if self._model is None:
+            from sine.engine.predictor import build_in_context_model
+
             self._model = build_in_context_model(self.cfg)
         return self._model
 
     def metrics_path(self, seed):
         return os.path.join(self.run_dir, f"seed{seed}", "metrics.json")
 
-    def records(self, seed) -> RunRecords:
+    def records(self, seed) -> "RunRecords":
         """Resume records of one seed: tied to the weights, model config and reference set;
         a seed evaluated with other ones is evaluated again."""
+        from inference_fsod.prototype_cache import prototype_cache_key
+        from inference_fsod.register_fsod import dataset_names
+        from sine.evaluation.resume import RunRecords
+
         ref_name, test_name = dataset_names(self.fsod.BENCHMARK, self.fsod.SHOTS, seed)
         settings = {"benchmark": self.fsod.BENCHMARK, "shots": self.fsod.SHOTS, "seed": seed,
                     "test": test_name, "prototype_key": prototype_cache_key(self.cfg, ref_name)}
@@ -124,6 +121,17 @@ class FSODRun:
 
     def evaluate_seed(self, seed):
         """Prototypes (cached), inference on every test image and COCO evaluation of one seed."""
+        from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+        from detectron2.evaluation import inference_on_dataset
+        from detectron2.utils import comm
+        from tqdm import tqdm
+
+        from inference_fsod.data import FSODTestMapper
+        from inference_fsod.evaluation import NovelClassCOCOEvaluator
+        from inference_fsod.model import PrototypeInstanceSegmenter
+        from inference_fsod.prototype_cache import load_or_compute_prototypes
+        from inference_fsod.register_fsod import dataset_names
+
         ref_name, test_name = dataset_names(self.fsod.BENCHMARK, self.fsod.SHOTS, seed)
         if self._test_records is None:
             self._test_records = DatasetCatalog.get(test_name)  # also completes its metadata
@@ -154,6 +162,10 @@ class FSODRun:
         return results
 
     def run(self, seeds):
+        from detectron2.data import DatasetCatalog
+
+        from inference_fsod.register_fsod import dataset_names
+
         per_seed = {}
         for seed in seeds:
             ref_name, _ = dataset_names(self.fsod.BENCHMARK, self.fsod.SHOTS, seed)
@@ -174,6 +186,14 @@ class FSODRun:
 
 
 def main(args):
+    import torch
+    from detectron2.utils import comm
+
+    from inference_fsod.evaluation import summarize_seeds, summary_table
+    from inference_fsod.register_fsod import register_all_fsod
+    from sine.data.datasets.common import datasets_root
+    from sine.utils.io import atomic_write_json
+
     cfg = setup_cfg(args)
     # Registered again for the current $DETECTRON2_DATASETS (e.g. a freshly generated tree).
     register_all_fsod(datasets_root())
@@ -200,6 +220,8 @@ def main(args):
 def main_cli(argv=None):
     """The command line: parse ``argv`` and run :func:`main` in ``--num-gpus`` processes."""
     args = get_parser().parse_args(argv)
+    from detectron2.engine import launch
+
     launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
            dist_url=args.dist_url, args=(args,))
 

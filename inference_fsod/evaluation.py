@@ -9,6 +9,8 @@ from detectron2.evaluation import COCOEvaluator
 from pycocotools.coco import COCO
 from tabulate import tabulate
 
+from . import register_fsod  # noqa: F401  (registers the test sets it evaluates)
+
 __all__ = ["NovelClassCOCOEvaluator", "restrict_to_categories", "summarize_seeds",
            "summary_table"]
 

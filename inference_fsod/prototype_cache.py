@@ -27,6 +27,7 @@ from sine.modeling.in_context import (
 )
 from sine.utils.io import atomic_write
 
+from . import register_fsod  # noqa: F401  (registers the reference sets it reads)
 from .data import group_references_by_image, read_reference_image
 
 logger = logging.getLogger(__name__)

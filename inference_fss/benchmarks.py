@@ -490,3 +490,7 @@ def register_all_fss_benchmarks(root=None, shots=(1, 5)):
         for k in shots:
             names += [register_fss_benchmark(key, f, k, root) for f in range(b.num_folds)]
     return names
+
+
+# Importing this module registers every fold (nothing is read until a dataset is used).
+register_all_fss_benchmarks()

@@ -25,37 +25,14 @@ import json
 import logging
 import os
 
-import numpy as np
-import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
-from detectron2.utils import comm
-from tqdm import tqdm
-
-from inference_fss.benchmarks import BENCHMARKS, register_fss_benchmark
-from sine.config import get_sine_cfg
-from sine.data.datasets.common import datasets_root
-from sine.data.fss_episodes import (
-    SYNTHETIC_FSS_EPISODES,
-    FSSEpisodeMapper,
-    dump_episodes,
-    register_synthetic_fss_episodes,
-)
-from sine.engine.predictor import build_in_context_model
-from sine.evaluation.fss_evaluation import FSSEvaluator
-from sine.evaluation.resume import RunRecords, model_identity
-from sine.evaluation.suite_setup import (
-    add_launch_args,
-    gather_to_main,
-    launch_suite,
-    resolve_config_file,
-    setup_suite,
-)
-from sine.utils.io import atomic_write_json
-from sine.utils.throughput import Throughput
+# Only light modules at import time: `--help` must not wait for torch / detectron2, which the
+# functions below import when they run.
+from inference_fss import BENCHMARK_NAMES
+from sine.utils.cli import add_launch_args
 
 logger = logging.getLogger("inference_fss.eval")
 
-BENCHMARK_CHOICES = sorted(BENCHMARKS) + ["synthetic"]
+BENCHMARK_CHOICES = sorted(BENCHMARK_NAMES) + ["synthetic"]
 
 
 # ----------------------------------------------------------------------------- setup
@@ -84,11 +61,15 @@ def parse_args(argv=None):
 
 def setup_cfg(args):
     """The frozen config of this run (with logging to ``--output``)."""
+    from sine.evaluation.suite_setup import setup_suite
+
     return setup_suite(args.config_file, args.opts, "inference_fss", output_dir=args.output,
                        overrides={"TEST.FSS.SHOTS": args.shot, "TEST.FSS.SEED": args.seed})
 
 
 def parse_folds(args):
+    from inference_fss.benchmarks import BENCHMARKS
+
     num_folds = 1 if args.benchmark == "synthetic" else BENCHMARKS[args.benchmark].num_folds
     if args.folds is None:
         folds = [args.fold]
@@ -107,6 +88,10 @@ def register_folds(args, cfg):
 
     Returns [(fold, dataset name)]. Data is read from ``$DETECTRON2_DATASETS`` as of now.
     """
+    from inference_fss.benchmarks import register_fss_benchmark
+    from sine.data.datasets.common import datasets_root
+    from sine.data.fss_episodes import SYNTHETIC_FSS_EPISODES, register_synthetic_fss_episodes
+
     shots, seed = cfg.TEST.FSS.SHOTS, cfg.TEST.FSS.SEED
     if args.benchmark == "synthetic":
         from sine.data.datasets.register_synthetic import register_synthetic
@@ -146,6 +131,10 @@ def summary_file(cfg, benchmark, shots) -> str:
 # ----------------------------------------------------------------------------- one fold
 def run_settings(cfg, name):
     """What must match for saved episode counts to be reused."""
+    from detectron2.data import MetadataCatalog
+
+    from sine.evaluation.resume import model_identity
+
     meta = MetadataCatalog.get(name)
     return {
         "dataset": name, "shots": meta.shots, "seed": meta.seed, "sampler": meta.sampler,
@@ -177,6 +166,14 @@ def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episo
         dict with "settings", "episodes" (count), "scores" (mIoU, FB-IoU, IoU-<class>); None on
         the processes other than the main one.
     """
+    from detectron2.data import DatasetCatalog
+    from detectron2.utils import comm
+
+    from sine.evaluation.fss_evaluation import FSSEvaluator
+    from sine.evaluation.resume import RunRecords
+    from sine.evaluation.suite_setup import gather_to_main
+    from sine.utils.throughput import Throughput
+
     records = RunRecords(run_settings(cfg, name), on_mismatch="error")
     results_path = os.path.join(fold_dir, "results.json")
     finished = records.load(results_path)
@@ -232,6 +229,13 @@ def _merge_state(evaluator, state):
 
 def _run_episodes(cfg, get_model, todo, evaluator, save, period, on_episode, name, total,
                   throughput):
+    import torch
+    from detectron2.data import build_detection_test_loader
+    from detectron2.utils import comm
+    from tqdm import tqdm
+
+    from sine.data.fss_episodes import FSSEpisodeMapper
+
     if not todo:
         return
     model = get_model()
@@ -259,6 +263,8 @@ def _run_episodes(cfg, get_model, todo, evaluator, save, period, on_episode, nam
 # ----------------------------------------------------------------------------- report
 def summarize(fold_results):
     """{fold: result} -> per-fold rows and their mean over folds."""
+    import numpy as np
+
     folds = {
         str(f): {"dataset": r["settings"]["dataset"], "mIoU": r["scores"]["mIoU"],
                  "FB-IoU": r["scores"]["FB-IoU"], "episodes": r["episodes"]}
@@ -283,6 +289,8 @@ def main(argv=None, on_episode=None):
     (``on_episode`` is then not called); the summary is read back from its file.
     """
     args = parse_args(argv)
+    from sine.evaluation.suite_setup import launch_suite
+
     if args.dump_episodes is None and launch_suite(run, args):
         if args.machine_rank != 0:
             return None
@@ -293,6 +301,9 @@ def main(argv=None, on_episode=None):
 
 def summary_path(args):
     """Where :func:`run` writes the summary."""
+    from sine.config import get_sine_cfg
+    from sine.evaluation.suite_setup import resolve_config_file
+
     shots = args.shot
     if shots is None:
         shots = get_sine_cfg(resolve_config_file(args.config_file), args.opts).TEST.FSS.SHOTS
@@ -301,6 +312,12 @@ def summary_path(args):
 
 def run(args, on_episode=None):
     """The evaluation in one process (of possibly several); the summary on the main one."""
+    from sine.data.fss_episodes import dump_episodes
+    from sine.engine.predictor import build_in_context_model
+    from sine.evaluation.suite_setup import gather_to_main
+    from sine.utils.io import atomic_write_json
+    from sine.utils.throughput import Throughput
+
     cfg = setup_cfg(args)
     names = register_folds(args, cfg)
     if args.dump_episodes:

@@ -19,25 +19,15 @@ import json
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
-from detectron2.utils import comm
-from tqdm import tqdm
+# Only light modules at import time: `--help` must not wait for torch / detectron2, which the
+# functions below import when they run.
+from sine.utils.cli import add_launch_args
 
-from inference_vos.results import VOSResultWriter
-from inference_vos.video_reader import DAVISReader, YouTubeVOSReader
-from sine.data.datasets.common import datasets_root
-from sine.engine.predictor import InContextPredictor
-from sine.engine.video_predictor import VideoPredictor
-from sine.evaluation.davis_metrics import DAVISEvaluation
-from sine.evaluation.resume import model_identity
-from sine.evaluation.suite_setup import (
-    add_launch_args,
-    gather_to_main,
-    launch_suite,
-    setup_suite,
-)
-from sine.utils.io import atomic_write_json
-from sine.utils.throughput import Throughput
+if TYPE_CHECKING:
+    from inference_vos.video_reader import DAVISReader
+    from sine.engine.video_predictor import VideoPredictor
 
 logger = logging.getLogger("inference_vos.run_vos")
 
@@ -70,10 +60,15 @@ def parse_args(argv=None):
 
 def setup_cfg(args):
     """The frozen config of this run (with logging to ``--output``)."""
+    from sine.evaluation.suite_setup import setup_suite
+
     return setup_suite(args.config_file, args.opts, "inference_vos", output_dir=args.output)
 
 
 def build_reader(args):
+    from inference_vos.video_reader import DAVISReader, YouTubeVOSReader
+    from sine.data.datasets.common import datasets_root
+
     default_root, default_split, year = DATASETS[args.dataset]
     root = args.root or os.path.join(datasets_root(), default_root)
     split = args.split or default_split
@@ -82,8 +77,10 @@ def build_reader(args):
     return DAVISReader(root, year=year, split=split, videos=args.videos)
 
 
-def segment_video(vp: VideoPredictor, video, out) -> int:
+def segment_video(vp: "VideoPredictor", video, out) -> int:
     """Run one video frame by frame, writing its result frames; returns the frame count."""
+    from tqdm import tqdm
+
     vp.reset()
     tracked = set()
     frames = zip(video.frame_names, video.frame_paths, video.frame_ids)
@@ -99,6 +96,9 @@ def segment_video(vp: VideoPredictor, video, out) -> int:
 
 def run_videos(vp, videos, writer):
     """Segment every unfinished video; returns (done now, skipped, frames, seconds)."""
+    from detectron2.utils import comm
+    from tqdm import tqdm
+
     done, skipped, frames, seconds = [], [], 0, 0.0
     for video in tqdm(videos, desc="videos", disable=not comm.is_main_process()):
         if writer.is_done(video.name):
@@ -116,8 +116,10 @@ def run_videos(vp, videos, writer):
     return done, skipped, frames, seconds
 
 
-def evaluate_davis(reader: DAVISReader, results_dir: str, output_dir: str):
+def evaluate_davis(reader: "DAVISReader", results_dir: str, output_dir: str):
     """J&F of the DAVIS results (percent); None without full ground truth."""
+    from sine.evaluation.davis_metrics import DAVISEvaluation
+
     if not reader.has_full_ground_truth():
         logger.info("the ground truth does not cover every frame (test-dev?): no J&F")
         return None
@@ -146,6 +148,8 @@ def main(argv=None):
     ``<output>/summary.json``).
     """
     args = parse_args(argv)
+    from sine.evaluation.suite_setup import launch_suite
+
     if launch_suite(run, args):
         if args.machine_rank != 0:
             return None
@@ -161,6 +165,17 @@ def run(args):
     videos atomically with its own done markers, so resuming works per video whatever the
     number of processes. The main process waits for all, then evaluates / zips.
     """
+    from detectron2.utils import comm
+
+    from inference_vos.results import VOSResultWriter
+    from inference_vos.video_reader import YouTubeVOSReader
+    from sine.engine.predictor import InContextPredictor
+    from sine.engine.video_predictor import VideoPredictor
+    from sine.evaluation.resume import model_identity
+    from sine.evaluation.suite_setup import gather_to_main
+    from sine.utils.io import atomic_write_json
+    from sine.utils.throughput import Throughput
+
     cfg = setup_cfg(args)
     args.all_frames = args.all_frames or cfg.TEST.VOS.ALL_FRAMES
     reader = build_reader(args)

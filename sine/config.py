@@ -5,8 +5,18 @@ Defaults reproduce the released model: DINOv2 ViT-L/14, 200 instance queries, 89
 from detectron2.config import CfgNode as CN
 
 
+def _register_sine() -> None:
+    # Whoever builds a sine config builds a model or a dataset next: register them first
+    # (``import sine`` itself stays light).
+    from . import register_all
+
+    register_all()
+
+
 def add_sine_config(cfg):
-    """Add the keys of sine to a detectron2 config (in place)."""
+    """Add the keys of sine to a detectron2 config (in place); registers sine with detectron2
+    (:func:`sine.register_all`)."""
+    _register_sine()
     cfg.MODEL.META_ARCHITECTURE = "SINE"
     cfg.MODEL.BACKBONE.NAME = "DINOv2Encoder"
     # detectron2 convention (0-255 scale). Equivalent to the official ToTensor + ImageNet
@@ -243,8 +253,10 @@ def add_segic_config(cfg):
     Defaults are the released recipe (SegIC spec §1.14): DINOv2-L/14 at 896 px (64 x 64 grid),
     SAM-style decoder of width 256 with 2 two-way blocks, 8 heads, MLP 2048, CLIP-L text on.
     The DINOv2 keys are shared with SINE (MODEL.DINOV2); SegIC reads the final-norm tokens
-    (MODEL.DINOV2.OUTPUT_NORM True, set by configs/segic/Base-SegIC.yaml).
+    (MODEL.DINOV2.OUTPUT_NORM True, set by configs/segic/Base-SegIC.yaml). Registers sine with
+    detectron2 (:func:`sine.register_all`).
     """
+    _register_sine()
     cfg.MODEL.SEGIC = CN()
     cfg.MODEL.SEGIC.IMAGE_SIZE = 896  # S: every image is resized (long side) and padded to S x S
     cfg.MODEL.SEGIC.WIDTH = 256  # D: neck, prompt and decoder width

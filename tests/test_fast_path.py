@@ -7,7 +7,6 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 from torch import nn
 
-import sine  # noqa: F401  (registers SINE)
 from sine.config import add_sine_config
 from sine.modeling.backbone.dinov2 import DinoVisionTransformer
 from sine.modeling.postprocessing import ResizedMaskLogits, resize_mask_logits

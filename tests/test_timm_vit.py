@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from detectron2.modeling import build_model
 from torch import nn
 
-import sine  # noqa: F401  (registers SINE)
 from sine.config import get_sine_cfg
 from sine.modeling.backbone.dinov2 import build_dinov2_vit
 from sine.modeling.backbone.timm_vit import (

@@ -26,13 +26,8 @@ import argparse
 import logging
 import sys
 
-import torch
-from detectron2.modeling import META_ARCH_REGISTRY
-
-import sine  # noqa: F401  (registers the model)
-from sine.checkpoint import compare_state_dict, frozen_prefixes, read_official_state_dict
-from sine.config import get_sine_cfg
-from sine.modeling.backbone.dinov2 import read_dinov2_state_dict
+# torch, detectron2 and sine are imported by the functions that run after parsing, so that
+# `--help` answers at once.
 
 logger = logging.getLogger("sine.convert")
 
@@ -42,6 +37,9 @@ def build_key_model(cfg):
 
     SegIC is built without its text tower, whose weights are never in a SegIC checkpoint.
     """
+    import torch
+    from detectron2.modeling import META_ARCH_REGISTRY
+
     weights = cfg.MODEL.DINOV2.WEIGHTS
     cfg = cfg.clone()
     cfg.defrost()
@@ -61,6 +59,8 @@ def build_key_model(cfg):
 
 def add_dinov2_weights(state_dict, path, prefix):
     """Add the ``teacher``-format DINOv2 file at ``path`` under ``prefix``."""
+    from sine.modeling.backbone.dinov2 import read_dinov2_state_dict
+
     if any(k.startswith(prefix) for k in state_dict):
         raise ValueError("The checkpoint already holds DINOv2 weights; drop --dinov2-weights.")
     merged = dict(state_dict)
@@ -70,6 +70,10 @@ def add_dinov2_weights(state_dict, path, prefix):
 
 def convert(cfg, input_path, output_path, dinov2_weights=""):
     """Check and write; returns the KeyReport. Raises ValueError when keys don't fit."""
+    import torch
+
+    from sine.checkpoint import compare_state_dict, frozen_prefixes, read_official_state_dict
+
     state_dict = read_official_state_dict(input_path)
     model = build_key_model(cfg)
     frozen = frozen_prefixes(model)  # DINOv2 first (SINE: image_encoder.encoder., SegIC: encoder.)
@@ -94,6 +98,8 @@ def convert(cfg, input_path, output_path, dinov2_weights=""):
 
 def write_empty_prompt_embedding(cfg, clip_text_dir, output_path):
     """Save the pooled CLIP embedding of "" (T_d,) for SegIC without a text tower."""
+    import torch
+
     from sine.modeling.segic.text_encoder import (
         SegICTextEncoder,
         build_clip_tokenizer,
@@ -125,6 +131,8 @@ def get_parser():
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    from sine.config import get_sine_cfg  # registers the models
+
     cfg = get_sine_cfg(args.config_file, args.opts)
     if bool(args.clip_text_dir) != bool(args.empty_prompt_embedding):
         print("ERROR: --clip-text-dir and --empty-prompt-embedding go together", file=sys.stderr)

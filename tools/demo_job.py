@@ -24,18 +24,8 @@ sys.path.insert(0, ROOT)
 # The job works from any directory: the synthetic data lives under the repository by default.
 os.environ.setdefault("DETECTRON2_DATASETS", os.path.join(ROOT, "datasets"))
 
-import torch  # noqa: E402
-from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
-from detectron2.engine import HookBase  # noqa: E402
-from detectron2.evaluation import inference_on_dataset  # noqa: E402
-from detectron2.utils.env import seed_all_rng  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
-
-from sine.config import get_sine_cfg  # noqa: E402
-from sine.data.datasets.common import datasets_root  # noqa: E402
-from sine.data.datasets.register_synthetic import register_synthetic  # noqa: E402
-from sine.data.synthetic import generate_synthetic  # noqa: E402
-from sine.utils.io import atomic_write_json  # noqa: E402
+# torch, detectron2 and sine are imported by the functions that run after parsing, so that
+# `--help` answers at once.
 
 logger = logging.getLogger("sine.demo_job")
 
@@ -73,6 +63,8 @@ def parse_args():
 
 
 def build_cfg(config_file, opts):
+    from sine.config import get_sine_cfg
+
     cfg = get_sine_cfg(config_file, opts)
     cfg.OUTPUT_DIR = os.path.join(ROOT, cfg.OUTPUT_DIR)
     cfg.freeze()
@@ -81,6 +73,8 @@ def build_cfg(config_file, opts):
 
 def evaluate(cfg, model):
     """Few-shot semantic results of ``model`` on every dataset of ``DATASETS.TEST``."""
+    from detectron2.evaluation import inference_on_dataset
+
     from train_net import Trainer
 
     results = {}
@@ -91,24 +85,29 @@ def evaluate(cfg, model):
     return results
 
 
-class TrainingTimeBudget(HookBase):
-    """Stop training, keeping a final checkpoint, once ``minutes`` of wall time have passed.
+def training_time_budget(minutes):
+    """A hook that stops training, keeping a final checkpoint, once ``minutes`` of wall time
+    have passed (raising :class:`TimeBudgetReached`).
 
     A safety net for slow machines: the demo must finish in about ten minutes.
     """
+    from detectron2.engine import HookBase  # defined here: detectron2 is imported after parsing
 
-    def __init__(self, minutes):
-        self.seconds = minutes * 60
+    class TrainingTimeBudget(HookBase):
+        def __init__(self):
+            self.seconds = minutes * 60
 
-    def before_train(self):
-        self.start = time.perf_counter()
+        def before_train(self):
+            self.start = time.perf_counter()
 
-    def after_step(self):
-        last = self.trainer.iter + 1 >= self.trainer.max_iter
-        if not last and time.perf_counter() - self.start > self.seconds:
-            logger.warning(f"time budget reached after {self.trainer.iter + 1} iterations")
-            self.trainer.checkpointer.save("model_final", iteration=self.trainer.iter)
-            raise TimeBudgetReached
+        def after_step(self):
+            last = self.trainer.iter + 1 >= self.trainer.max_iter
+            if not last and time.perf_counter() - self.start > self.seconds:
+                logger.warning(f"time budget reached after {self.trainer.iter + 1} iterations")
+                self.trainer.checkpointer.save("model_final", iteration=self.trainer.iter)
+                raise TimeBudgetReached
+
+    return TrainingTimeBudget()
 
 
 class TimeBudgetReached(Exception):
@@ -117,6 +116,14 @@ class TimeBudgetReached(Exception):
 
 def main():
     args = parse_args()
+    import torch
+    from detectron2.utils.logger import setup_logger
+
+    from sine.data.datasets.common import datasets_root
+    from sine.data.datasets.register_synthetic import register_synthetic
+    from sine.data.synthetic import generate_synthetic
+    from sine.utils.io import atomic_write_json
+
     torch.set_num_threads(args.threads)
     setup_logger(name="sine")
     setup_logger(name="detectron2")
@@ -136,6 +143,10 @@ def train_and_evaluate(config_file, args):
     """Untrained and trained FSS results of one demo config, written to its results.json."""
     cfg = build_cfg(config_file, args.opts)
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.utils.env import seed_all_rng
+
+    from sine.utils.io import atomic_write_json
     from train_net import Trainer
 
     # The trainer's fresh model is the untrained baseline.
@@ -146,7 +157,7 @@ def train_and_evaluate(config_file, args):
     train_cfg.freeze()
     seed_all_rng(cfg.SEED)  # the same untrained model (and data order) on every run
     trainer = Trainer(train_cfg)
-    trainer.register_hooks([TrainingTimeBudget(args.max_train_minutes)])
+    trainer.register_hooks([training_time_budget(args.max_train_minutes)])
     untrained = evaluate(cfg, trainer.model)
     start = time.perf_counter()
     trainer.resume_or_load(resume=False)

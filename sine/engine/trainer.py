@@ -18,6 +18,7 @@ from detectron2.engine import (
 )
 from detectron2.utils import comm
 
+from .. import modeling  # noqa: F401  (registers the models the trainer builds)
 from ..data.build import build_sine_train_loader
 from ..evaluation.build import build_sine_evaluator, build_sine_test_loader
 from ..solver import build_sine_lr_scheduler, build_sine_optimizer

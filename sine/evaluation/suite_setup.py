@@ -6,6 +6,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..config import get_sine_cfg
+from ..utils.cli import add_launch_args  # noqa: F401  (the suites' parsers, built without torch)
 
 __all__ = ["REPO_ROOT", "add_launch_args", "gather_to_main", "launch_suite",
            "resolve_config_file", "setup_suite"]
@@ -63,17 +64,6 @@ def setup_suite(
     for name in ("detectron2", "sine", logger_name):
         setup_logger(output_dir, distributed_rank=rank, name=name)
     return cfg
-
-
-def add_launch_args(parser) -> None:
-    """detectron2 ``launch`` options, as ``train_net.py``: one process per GPU (gloo on CPU)."""
-    parser.add_argument("--num-gpus", type=int, default=1,
-                        help="processes on this machine (one per GPU; on CPU: gloo processes)")
-    parser.add_argument("--num-machines", type=int, default=1)
-    parser.add_argument("--machine-rank", type=int, default=0,
-                        help="rank of this machine (unique per machine)")
-    parser.add_argument("--dist-url", default="auto",
-                        help="initialization URL of the process group (see train_net.py)")
 
 
 def launch_suite(worker, args, *worker_args) -> bool:

@@ -1,5 +1,9 @@
 """Running a command-line entry point: user errors as one line, tracebacks only with --debug.
 
+Standard library only (the errors of sine are imported when one is raised): a CLI builds its
+parser from these helpers and imports torch / detectron2 after parsing, so ``--help`` answers
+at once.
+
     if __name__ == "__main__":
         sys.exit(run_cli(main))
 
@@ -12,7 +16,8 @@ import sys
 import warnings
 from typing import Callable, List, Optional, Tuple
 
-__all__ = ["DEBUG_FLAG", "add_common_flags", "run_cli", "split_config_overrides"]
+__all__ = ["DEBUG_FLAG", "add_common_flags", "add_launch_args", "run_cli",
+           "split_config_overrides"]
 
 # Top-level sections of the config (tests/test_cli_inputs.py checks this list against
 # get_sine_cfg()): an override key starts with one of them, which tells it from an upper-case
@@ -56,6 +61,17 @@ def add_common_flags(parser):
     parser.add_argument("--opts", dest="opts_deprecated", nargs=argparse.REMAINDER,
                         default=[], help=argparse.SUPPRESS)
     return parser
+
+
+def add_launch_args(parser, dist_url: str = "auto") -> None:
+    """detectron2 ``launch`` options, as ``train_net.py``: one process per GPU (gloo on CPU)."""
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="processes on this machine (one per GPU; on CPU: gloo processes)")
+    parser.add_argument("--num-machines", type=int, default=1)
+    parser.add_argument("--machine-rank", type=int, default=0,
+                        help="rank of this machine (unique per machine)")
+    parser.add_argument("--dist-url", default=dist_url,
+                        help="initialization URL of the process group (default: %(default)s)")
 
 
 def _is_option(token: str) -> bool:
