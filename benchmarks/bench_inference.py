@@ -13,10 +13,14 @@ Paths (``--paths``): ``ref`` = ``MODEL.SINE.FAST_INFERENCE False`` (official com
 Semantic-only paths (the FSS workload), compared with ``official``: ``official`` = the official
 work, i.e. the official computation returning the semantic map only, computed at the padded size
 and then cropped and resized (spec §5.1); ``fast-sem`` = the fast path asked for ``sem_seg`` only;
-``onnx-sem`` = encoder and decoder in onnxruntime (``backend="onnx"``; export not timed);
-``int8-sem`` = fast + dynamic int8 quantisation of every ``nn.Linear``; ``bf16-sem`` = fast with
-the ViT under CPU bf16 autocast. Their agreement column gives the semantic map's max |diff| and
-the IoU of the binarised FSS prediction (map > 0.7) with the official-work output.
+``onnx-sem``, ``int8-sem``, ``bf16-sem`` = the fast path with the CPU speed options "onnx"
+(encoder and decoder in onnxruntime; export not timed), "int8" (dynamic int8 quantisation of the
+ViT's linear layers), "bf16" (the ViT under CPU bf16 autocast) of sine/engine/acceleration.py;
+``auto-sem`` = the option ``choose_acceleration`` picks on this machine (measured per
+configuration and thread count, cache disabled; not timed), whose table of candidates (latency
+and agreement with fp32 on a synthetic pair) is printed after the results. Their agreement
+column gives the semantic map's max |diff| and the IoU of the binarised FSS prediction
+(map > 0.7) with the official-work output.
 
 Latencies of all paths are measured in one process, alternating path order every round; the
 speed-up is the median over rounds of the per-round ratio. Peak memory comes from a fresh child
@@ -31,11 +35,14 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 
 import _common as C  # noqa: N812  (also puts the repository on sys.path)
 import torch
 from detectron2.structures import Instances
 
+from sine.engine.acceleration import accelerate, choose_acceleration
+from sine.export.onnx import OnnxSegmenter
 from sine.modeling.in_context import ImageGeometry, select_features
 
 ARCHS = ("vit_small", "vit_base", "vit_large")
@@ -66,7 +73,9 @@ def pair_inputs(size: int, seed: int = 0):
              "references": [{"image": image(), "instances": inst}]}]
 
 
-SEM_PATHS = ("official", "fast-sem", "onnx-sem", "int8-sem", "bf16-sem")
+SEM_PATHS = ("official", "fast-sem", "onnx-sem", "int8-sem", "bf16-sem", "auto-sem")
+#: The semantic-only path of each acceleration option (sine/engine/acceleration.py).
+OPTION_PATHS = {"fp32": "fast-sem", "onnx": "onnx-sem", "int8": "int8-sem", "bf16": "bf16-sem"}
 FSS_THRESH = 0.7  # MODEL.SINE.TEST.SEM_SEG_THRESH
 
 
@@ -77,46 +86,37 @@ def apply_path(model, path: str):
     return model
 
 
-def path_model(model, path: str, size: int):
-    """The model a path runs: the shared one, or a converted copy (ONNX, int8)."""
-    if path == "onnx-sem":
-        import tempfile
+def torch_model(model):
+    """The PyTorch model behind a path's model (the ONNX segmenter post-processes with it)."""
+    return model.model if isinstance(model, OnnxSegmenter) else model
 
-        from sine.export.onnx import OnnxSegmenter
 
-        return OnnxSegmenter(apply_path(model, "fast-sem"), tempfile.mkdtemp(prefix="bench_onnx"))
-    if path == "int8-sem":
-        quantized = torch.ao.quantization.quantize_dynamic(
-            copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
-        return apply_path(quantized, path)
-    return model
+def path_model(model, path: str, onnx_dir: str, choice=None):
+    """The model a path runs: the shared one, or the shared one with an acceleration option
+    (``choice``: the :class:`AccelerationChoice` of ``auto-sem``)."""
+    option = {p: o for o, p in OPTION_PATHS.items()}.get(path)
+    if path == "auto-sem":
+        option = choice.name
+    if option is None:
+        return model
+    return accelerate(apply_path(model, "fast-sem"), option, onnx_dir)
+
+
+def choose(model, onnx_dir):
+    """``choose_acceleration`` on the fast path (cache disabled: every run measures)."""
+    return choose_acceleration(apply_path(model, "fast-sem"), cache=False, onnx_dir=onnx_dir)
 
 
 def make_runner(model, path, inputs):
     def run():
         if path in SEM_PATHS:
-            # The ONNX segmenter post-processes with the wrapped model: keep it on the fast path.
-            apply_path(model.model if path == "onnx-sem" else model, path)
-            autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=path == "bf16-sem")
+            apply_path(torch_model(model), path)
             with torch.no_grad():
-                if path == "bf16-sem":  # the ViT alone under bf16; the rest in fp32
-                    encoder = model.image_encoder.encoder
-                    forward = encoder.forward
-                    encoder.forward = lambda x: _in_bf16(forward, x, autocast)
-                    try:
-                        return model.segment_batch(inputs, outputs={"sem_seg"})
-                    finally:
-                        del encoder.forward
                 return model.segment_batch(inputs, outputs={"sem_seg"})
         apply_path(model, path)
         with torch.no_grad():
             return model(inputs)
     return run
-
-
-def _in_bf16(forward, x, autocast):
-    with autocast:
-        return forward(x).float()
 
 
 def compare_semantic(a, b) -> str:
@@ -173,7 +173,8 @@ def child_main(arch, size, threads, path, device):
     if path == "fast-compile":
         model.image_encoder.encoder.compile()
     inputs = pair_inputs(int(size))
-    run = make_runner(path_model(model, path, int(size)), path, inputs)
+    run = make_runner(path_model(model, path, tempfile.mkdtemp(prefix="bench_onnx")), path,
+                      inputs)
     base = C.rss_mib()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -189,13 +190,21 @@ def bench_config(arch, size, threads_list, paths, args):
     rows = []
     _, model = C.build_sine(model_opts(arch, size), args.device)
     inputs = pair_inputs(size)
-    models = {p: path_model(model, p, size) for p in paths}
+    onnx_dir = tempfile.mkdtemp(prefix="bench_onnx")
+    models = {p: path_model(model, p, onnx_dir) for p in paths if p != "auto-sem"}
     if "fast-compile" in paths:
         models["fast-compile"] = copy.deepcopy(model)
         models["fast-compile"].image_encoder.encoder.compile()
     sync = args.device.startswith("cuda")
     for threads in threads_list:
         torch.set_num_threads(threads)
+        if "auto-sem" in paths:  # the choice depends on the thread count
+            choice = choose(model, onnx_dir)
+            models["auto-sem"] = path_model(model, "auto-sem", onnx_dir, choice)
+            args.choices.append((f"{arch} {size} px, {threads} thread(s): chose {choice.name}",
+                                 choice.table()))
+            print(f"auto-sem ({arch}, {size}, {threads} threads) chose {choice.name}:\n"
+                  f"{choice.table()}", file=sys.stderr, flush=True)
         runners = {p: make_runner(models[p], p, inputs) for p in paths}
         times = C.interleaved_timings(runners, args.repeats, args.warmup, sync)
         results = {p: runners[p]() for p in paths}
@@ -206,8 +215,10 @@ def bench_config(arch, size, threads_list, paths, args):
                                         *(C.fmt_s(stages[k]) for k in STAGES)])
         for p in paths:
             mem = {}
-            if args.memory:
-                mem = C.run_child(__file__, [arch, str(size), str(threads), p, args.device])
+            if args.memory:  # auto-sem: the memory of the option it chose
+                child_path = OPTION_PATHS[choice.name] if p == "auto-sem" else p
+                mem = C.run_child(__file__, [arch, str(size), str(threads), child_path,
+                                             args.device])
             base = "official" if p in SEM_PATHS else "ref"
             ratio = C.paired_ratio(times[base], times[p]) if base in paths else float("nan")
             peak = mem.get("cuda_peak_mib", mem.get("peak_mib"))
@@ -230,7 +241,8 @@ def parse_args(argv=None):
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--paths", default="ref,fast",
                         help="comma list of ref, fast, fast-compile, fast-bf16, and the "
-                             "semantic-only official, fast-sem, onnx-sem, int8-sem, bf16-sem")
+                             "semantic-only official, fast-sem, onnx-sem, int8-sem, bf16-sem, "
+                             "auto-sem")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per path")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds per path")
     parser.add_argument("--quick", action="store_true", help="ViT-S only")
@@ -241,6 +253,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     args.stage_rows = []
+    args.choices = []  # (title, table) of every auto-sem choice
     return args
 
 
@@ -268,6 +281,9 @@ def main():
     if args.stage_rows:
         print("\n## Stages of one pair (seconds, one run each)")
         print(C.markdown_table(["arch", "size", "threads", "path", *STAGES], args.stage_rows))
+    for title, table in args.choices:
+        print(f"\n## auto-sem: {title} (median s of one synthetic pair; agreement with fp32)")
+        print(table)
     C.print_load_average()
 
 

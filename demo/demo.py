@@ -32,7 +32,12 @@ ROOT = os.path.dirname(HERE)
 sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, ROOT)]
 
 # Only light modules at import time: `--help` must not wait for torch / detectron2.
-from sine.utils.cli import add_common_flags, run_cli, split_config_overrides  # noqa: E402
+from sine.utils.cli import (  # noqa: E402
+    add_acceleration_flag,
+    add_common_flags,
+    run_cli,
+    split_config_overrides,
+)
 
 logger = logging.getLogger("sine.demo")
 
@@ -78,6 +83,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="report unreadable targets and go on (default: stop before "
                              "writing anything)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: MODEL.DEVICE)")
+    add_acceleration_flag(parser)
     parser.add_argument("--confidence-threshold", type=float, default=0.5,
                         help="minimum score of the instance results drawn and saved")
     parser.add_argument("--vis-max-side", type=int, default=VIS_MAX_SIDE, metavar="PX",
@@ -299,7 +305,8 @@ def build_predictor(args):
     from sine.engine.predictor import InContextPredictor
 
     return InContextPredictor.from_config_file(args.config_file, opts=args.opts,
-                                               device=args.device)
+                                               device=args.device,
+                                               acceleration=args.acceleration)
 
 
 def run(args) -> BatchSummary:

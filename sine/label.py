@@ -27,7 +27,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from .utils.cli import add_common_flags, run_cli, split_config_overrides
+from .utils.cli import add_acceleration_flag, add_common_flags, run_cli, split_config_overrides
 
 logger = logging.getLogger("sine.label")
 
@@ -59,6 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
                         help="report unreadable images and go on (default: stop before "
                              "labelling anything)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: MODEL.DEVICE)")
+    add_acceleration_flag(parser)
     return add_common_flags(parser)
 
 
@@ -115,7 +116,9 @@ def run_fingerprint(args, images: List[str]) -> str:
     with open(args.ref_coco, "rb") as f:
         ref = hashlib.sha256(f.read()).hexdigest()
     key = json.dumps([ref, args.ref_image_ids, os.path.abspath(args.config_file), args.opts,
-                      args.score_thresh, [os.path.abspath(p) for p in images]])
+                      args.score_thresh, [os.path.abspath(p) for p in images]]
+                     # results differ slightly between speed options: never mix them
+                     + ([args.acceleration] if args.acceleration != "fp32" else []))
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -233,7 +236,8 @@ def label(args) -> dict:
                 raise UserInputError(f"{e} (nothing was labelled; --skip-errors skips "
                                      "unreadable images)") from e
     predictor = InContextPredictor.from_config_file(args.config_file, opts=args.opts,
-                                                    device=args.device)
+                                                    device=args.device,
+                                                    acceleration=args.acceleration)
     predictor.set_reference(ref_images, ref_masks, ref_classes)  # once for the whole folder
     if done:
         logger.info("resuming: %d of %d image(s) already labelled", len(done), len(images))

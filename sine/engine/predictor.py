@@ -23,11 +23,15 @@ from ..checkpoint import SINECheckpointer
 from ..data.user_inputs import UserInputError, class_ids, is_single_image, read_image, read_masks
 from ..modeling.in_context import ImageGeometry, InContextSegmenter, ReferenceTokens
 from ..utils.user_config import check_device, check_weights_file, load_user_config, load_weights
+from .acceleration import ACCELERATIONS, AccelerationChoice, accelerate, choose_acceleration
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InContextPredictor", "SinePredictor", "build_in_context_model", "pad_masks",
-           "read_rgb"]
+__all__ = ["ACCELERATION_CHOICES", "InContextPredictor", "SinePredictor", "build_in_context_model",
+           "pad_masks", "read_rgb"]
+
+#: What ``acceleration=`` (and the CLIs' ``--acceleration``) accepts.
+ACCELERATION_CHOICES = (*ACCELERATIONS, "auto")
 
 # Kept for callers of the old helper; inputs are validated by sine.data.user_inputs.
 read_rgb = read_image
@@ -78,25 +82,43 @@ def _resize_masks(masks, hw):
     return resized
 
 
+def _resolve_acceleration(backend: str, acceleration: str) -> str:
+    """The one acceleration name of the former ``backend`` argument and ``acceleration``."""
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if acceleration not in ACCELERATION_CHOICES:
+        raise ValueError(f"acceleration must be one of {list(ACCELERATION_CHOICES)}, got "
+                         f"{acceleration!r}")
+    if backend == "onnx":
+        if acceleration not in ("fp32", "onnx"):
+            raise ValueError(f"backend='onnx' is acceleration='onnx'; it cannot be combined "
+                             f"with acceleration={acceleration!r}: pass acceleration alone")
+        return "onnx"
+    return acceleration
+
+
 class InContextPredictor:
     """Builds an in-context model from a config, loads its weights and segments targets given
     references, through the model's inference surface only."""
 
     def __init__(self, cfg, device: Optional[str] = None,
                  model: Optional[InContextSegmenter] = None, backend: str = "torch",
-                 onnx_dir: Optional[str] = None):
+                 onnx_dir: Optional[str] = None, acceleration: str = "fp32"):
         """
         Args:
             cfg: the model's config (MODEL.WEIGHTS loaded unless ``model`` is given).
             device: build (or move) the model there (default: MODEL.DEVICE).
             model: use this built model instead of building one from ``cfg``.
-            backend: "torch", or "onnx": encoder and decoder run in onnxruntime on the CPU
-                (needs the ``onnx`` extra; see :class:`sine.export.onnx.OnnxSegmenter`).
+            backend: "torch", or "onnx" (the same as ``acceleration="onnx"``, kept for
+                existing callers).
             onnx_dir: directory of the ONNX files (exported there on first use); default
                 ``<OUTPUT_DIR>/onnx``.
+            acceleration: CPU speed option (:mod:`sine.engine.acceleration`): "fp32" (the
+                model as is), "bf16", "int8", "onnx", or "auto": the fastest option that
+                agrees with fp32 on this machine, measured once and cached; the measurement is
+                :attr:`acceleration_choice`.
         """
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        acceleration = _resolve_acceleration(backend, acceleration)
         self.cfg = cfg.clone()
         if device is not None:  # built there directly (not on MODEL.DEVICE, then moved)
             frozen = self.cfg.is_frozen()
@@ -105,26 +127,35 @@ class InContextPredictor:
             if frozen:
                 self.cfg.freeze()
         if model is None:
-            self.model = build_in_context_model(self.cfg)
-        else:
-            self.model = model.to(device) if device is not None else model
-        if backend == "onnx":
-            from ..export.onnx import OnnxSegmenter
-
-            self.model = OnnxSegmenter(
-                self.model, onnx_dir or os.path.join(self.cfg.OUTPUT_DIR, "onnx"))
-        self.backend = backend
+            model = build_in_context_model(self.cfg)
+        elif device is not None:
+            model = model.to(device)
+        onnx_dir = onnx_dir or os.path.join(self.cfg.OUTPUT_DIR, "onnx")
+        #: The measurement behind ``acceleration="auto"`` (None for a named option).
+        self.acceleration_choice: Optional[AccelerationChoice] = None
+        if acceleration == "auto":
+            self.acceleration_choice = choose_acceleration(
+                model, onnx_dir=onnx_dir,
+                sem_seg_thresh=self.cfg.MODEL.SINE.TEST.SEM_SEG_THRESH)
+            acceleration = self.acceleration_choice.name
+            logger.info("acceleration 'auto' chose %r (%s):\n%s", acceleration,
+                        "cached decision" if self.acceleration_choice.from_cache
+                        else "measured", self.acceleration_choice.table())
+        self.model = accelerate(model, acceleration, onnx_dir)
+        self.acceleration = acceleration
+        self.backend = "onnx" if acceleration == "onnx" else "torch"
         self.references: Optional[ReferenceTokens] = None
 
     @classmethod
     def from_config_file(cls, config_file, weights=None, opts=(), device=None,
-                         backend: str = "torch", onnx_dir: Optional[str] = None):
+                         backend: str = "torch", onnx_dir: Optional[str] = None,
+                         acceleration: str = "fp32"):
         cfg = load_user_config(config_file, opts)
         if weights is not None:
             cfg.MODEL.WEIGHTS = weights
         if device is not None:
             cfg.MODEL.DEVICE = device
-        return cls(cfg, backend=backend, onnx_dir=onnx_dir)
+        return cls(cfg, backend=backend, onnx_dir=onnx_dir, acceleration=acceleration)
 
     @property
     def device(self):

@@ -227,8 +227,12 @@ class VideoPredictor:
         self.in_video = False  # no video begun yet: step() needs start() (or reset()) first
 
     @classmethod
-    def from_config_file(cls, config_file, weights=None, opts=(), device=None):
-        return cls(InContextPredictor.from_config_file(config_file, weights, opts, device))
+    def from_config_file(cls, config_file, weights=None, opts=(), device=None,
+                         acceleration: str = "fp32"):
+        """``acceleration``: see :class:`InContextPredictor` ("onnx" exports one decoder per
+        number of reference masks, which changes as objects enter the memory: slow to start)."""
+        return cls(InContextPredictor.from_config_file(config_file, weights, opts, device,
+                                                       acceleration=acceleration))
 
     @property
     def device(self) -> torch.device:

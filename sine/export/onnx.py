@@ -172,13 +172,20 @@ class OnnxSegmenter(InContextSegmenter):
     ``segment`` always decodes every query (no ID-only decode) and reads no auxiliary outputs.
     """
 
+    @staticmethod
+    def unsupported_reason(model: InContextSegmenter) -> Optional[str]:
+        """Why ``model`` cannot run in onnxruntime (None when it can)."""
+        if not (hasattr(model, "transformer_decoder") and hasattr(model, "postprocess")):
+            return f"the onnx backend supports SINE models, not {type(model).__name__}"
+        if model.device.type != "cpu":
+            return "the onnx backend runs on the CPU; build the model with MODEL.DEVICE cpu"
+        return None
+
     def __init__(self, model: InContextSegmenter, directory: str, threads: Optional[int] = None):
         super().__init__()
-        if not (hasattr(model, "transformer_decoder") and hasattr(model, "postprocess")):
-            raise ValueError(f"the onnx backend supports SINE models, not {type(model).__name__}")
-        if model.device.type != "cpu":
-            raise ValueError("the onnx backend runs on the CPU; build the model with "
-                             "MODEL.DEVICE cpu")
+        reason = self.unsupported_reason(model)
+        if reason:
+            raise ValueError(reason)
         self.model = model.eval()
         self.directory = directory
         self.threads = threads

@@ -16,8 +16,8 @@ import sys
 import warnings
 from typing import Callable, List, Optional, Tuple
 
-__all__ = ["DEBUG_FLAG", "add_common_flags", "add_launch_args", "run_cli",
-           "split_config_overrides"]
+__all__ = ["ACCELERATION_FLAG_CHOICES", "DEBUG_FLAG", "add_acceleration_flag", "add_common_flags",
+           "add_launch_args", "run_cli", "split_config_overrides"]
 
 # Top-level sections of the config (tests/test_cli_inputs.py checks this list against
 # get_sine_cfg()): an override key starts with one of them, which tells it from an upper-case
@@ -72,6 +72,21 @@ def add_launch_args(parser, dist_url: str = "auto") -> None:
                         help="rank of this machine (unique per machine)")
     parser.add_argument("--dist-url", default=dist_url,
                         help="initialization URL of the process group (default: %(default)s)")
+
+
+#: ``--acceleration`` values: the options of sine.engine.acceleration and "auto" (written out
+#: so that ``--help`` needs no torch; tests/test_acceleration.py checks they are the same).
+ACCELERATION_FLAG_CHOICES = ("fp32", "bf16", "int8", "onnx", "auto")
+
+
+def add_acceleration_flag(parser):
+    """``--acceleration``: the predictor's CPU speed option (see README, CPU speed options)."""
+    parser.add_argument("--acceleration", choices=ACCELERATION_FLAG_CHOICES, default="fp32",
+                        help="CPU speed option: fp32 (default), bf16 (CPUs with avx512_bf16 / "
+                             "amx_bf16), int8 (dynamic quantisation of the ViT), onnx "
+                             "(onnxruntime; the onnx extra), or auto: the fastest that agrees "
+                             "with fp32, measured once per machine and cached")
+    return parser
 
 
 def _is_option(token: str) -> bool:

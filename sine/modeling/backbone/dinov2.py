@@ -217,7 +217,8 @@ class DinoVisionTransformer(nn.Module):
         stay in the autograd graph).
         """
         p = self.pos_embed
-        if not self.fast_inference or (torch.is_grad_enabled() and p.requires_grad):
+        if (not self.fast_inference or (torch.is_grad_enabled() and p.requires_grad)
+                or torch.compiler.is_compiling()):  # traced (export): no storage to key on
             return self.interpolate_pos_encoding(h, w)
         state = (p._version, p.data_ptr(), p.device, p.dtype)
         hit = self._pos_cache.get((h, w))

@@ -154,8 +154,8 @@ class _PosTableCache:
         self.entries: Dict[tuple, Tuple[tuple, torch.Tensor]] = {}
 
     def get(self, param: torch.Tensor, key: tuple, compute) -> torch.Tensor:
-        if torch.is_grad_enabled() and param.requires_grad:
-            return compute()
+        if (torch.is_grad_enabled() and param.requires_grad) or torch.compiler.is_compiling():
+            return compute()  # traced (export): no storage to key on
         state = (param._version, param.data_ptr(), param.device, param.dtype)
         hit = self.entries.get(key)
         if hit is not None and hit[0] == state:
