@@ -137,6 +137,27 @@ def test_resume_with_other_options_is_refused(data, capsys, monkeypatch):
     assert status == 2 and "partial results of a run with other" in err
 
 
+def test_acceleration_reaches_the_predictor_and_is_part_of_the_run(data, capsys, monkeypatch):
+    import sine.engine.predictor as predictor_module
+
+    chosen = []
+    accelerate = predictor_module.accelerate
+    monkeypatch.setattr(predictor_module, "accelerate",
+                        lambda model, name, *a: chosen.append(name) or accelerate(model, name, *a))
+    out = data / "int8.json"
+    status, err = _run(_argv(data, out, "--acceleration", "int8"), capsys)
+    assert status == 0, err
+    assert chosen == ["int8"] and json.loads(out.read_text())["images"]
+    # A run interrupted with one option does not resume with another.
+    journal = data / "int8.json.partial.jsonl"
+    monkeypatch.setattr(SinePredictor, "predict", lambda *a, **k: (_ for _ in ()).throw(
+        KeyboardInterrupt))
+    assert _run(_argv(data, out, "--acceleration", "int8"), capsys)[0] == 130
+    assert journal.exists()
+    status, err = _run(_argv(data, out), capsys)
+    assert status == 2 and "partial results of a run with other" in err
+
+
 def test_unreadable_images_stop_or_are_skipped(data, capsys):
     (data / "images" / "zz_broken.png").write_bytes(b"broken")
     out = data / "labels.json"

@@ -270,7 +270,8 @@ def accelerate(model: InContextSegmenter, name: str,
 
     ``model`` itself is not changed: "bf16" and "int8" return a copy sharing every weight but
     the ViT's wrapper (bf16) or its quantised copy (int8); "onnx" wraps it (ONNX files in
-    ``onnx_dir``, exported there on first use; default: a new temporary directory).
+    ``onnx_dir``, exported there on first use; default: a new temporary directory). The result
+    is for inference: train and save ``model`` itself (the copies' state-dict keys differ).
 
     Raises:
         ValueError: unknown name.
