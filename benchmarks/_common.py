@@ -44,6 +44,7 @@ def machine_info(device: str = "cpu") -> Dict[str, str]:
         "usable cores": str(len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity")
         else "?",
         "cpu capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu flags (speed-relevant)": _speed_flags(),
         "memory": _total_memory(),
         "load average (1/5/15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "python": platform.python_version(),
@@ -53,6 +54,14 @@ def machine_info(device: str = "cpu") -> Dict[str, str]:
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
+
+
+def _speed_flags() -> str:
+    """The cpuinfo flags that decide which CPU speed option wins (AMX, bf16, VNNI, ...)."""
+    from sine.engine.acceleration import RELEVANT_CPU_FLAGS, cpu_flags
+
+    present = [f for f in RELEVANT_CPU_FLAGS if f in cpu_flags()]
+    return " ".join(present) or "none of " + " ".join(RELEVANT_CPU_FLAGS)
 
 
 def _total_memory() -> str:

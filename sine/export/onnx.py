@@ -109,6 +109,9 @@ def _session(path: str, threads: Optional[int]):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # Post-processing runs in PyTorch right after each call: idle onnxruntime workers must sleep,
+    # not spin, or they take the cores from it (and from PyTorch models in the same process).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
