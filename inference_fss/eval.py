@@ -198,6 +198,10 @@ def evaluate_fold(cfg, get_model, name, fold_dir, checkpoint_period=50, on_episo
     if own is not None:
         evaluator.load_state(own["episodes"])
     todo = [e for e in episodes if not done.has_episode(e["episode_id"])]
+    # Every process must shard the same ``todo``: none may write its progress file before all
+    # have read them (a fast process's finished shard would read as "done" to a slower one,
+    # whose shard of the rest would then leave episodes to nobody).
+    comm.synchronize()
 
     def save():  # compact: one line per episode would make LVIS' 2300 episodes a long file
         records.save(progress_path, {"episodes": evaluator.state()}, compact=True)

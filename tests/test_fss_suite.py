@@ -595,6 +595,41 @@ def test_cli_segments_through_the_model_surface_asking_only_the_semantic_map(
     assert asked == [frozenset({"sem_seg"})] * 3
 
 
+def test_every_process_reads_the_progress_files_before_any_writes_its_own(
+        synthetic_root, tmp_path, monkeypatch):
+    """Multi-process resume: a process that finished its shard before a slower one had read
+    the progress files made the slower one shard a different remainder (episodes lost). A
+    barrier between reading the progress files and the first write prevents it."""
+    from detectron2.utils import comm
+
+    from sine.evaluation.resume import RunRecords
+
+    events = []
+    load, save = RunRecords.load, RunRecords.save
+    monkeypatch.setattr(comm, "synchronize", lambda: events.append("barrier"))
+
+    def spy_load(self, path):
+        events.append(("load", os.path.basename(path)))
+        return load(self, path)
+
+    def spy_save(self, path, *args, **kwargs):
+        events.append(("save", os.path.basename(path)))
+        return save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(RunRecords, "load", spy_load)
+    monkeypatch.setattr(RunRecords, "save", spy_save)
+    interrupted = _cli(tmp_path / "out", "--num-episodes", "4")  # a first run writes progress
+    assert interrupted["mean"]
+    events.clear()
+    (tmp_path / "out" / "synthetic_fss_novel_2shot" / "results.json").unlink()  # rerun: resume
+    _cli(tmp_path / "out", "--num-episodes", "4")
+    first_save = next(i for i, e in enumerate(events) if e[0] == "save")
+    assert "barrier" in events[:first_save]
+    barrier = events.index("barrier")
+    assert any(e == ("load", "episodes.json") for e in events[:barrier])
+    assert not any(e[0] == "load" and e[1].startswith("episodes") for e in events[barrier:])
+
+
 def test_two_processes_give_the_metrics_of_one_and_resume_per_shard(synthetic_root, tmp_path):
     torch.manual_seed(0)
     cfg = get_cfg()
