@@ -22,6 +22,32 @@ DINOV2_ARCHS: Dict[str, Tuple[int, int, int]] = {
 }
 
 
+class PosTableCache:
+    """Positional tables per grid size, valid while the source parameter is unchanged.
+
+    The key holds the parameter's version counter (bumped by optimizer steps and
+    ``load_state_dict``'s in-place copy), storage, device and dtype; nothing is cached while the
+    parameter is being trained (the table must stay in the autograd graph).
+    """
+
+    def __init__(self, max_entries: int = 8):
+        self.max_entries = max_entries  # a handful of grid sizes is all a run ever uses
+        self.entries: Dict[tuple, Tuple[tuple, torch.Tensor]] = {}
+
+    def get(self, param: torch.Tensor, key: tuple, compute) -> torch.Tensor:
+        if (torch.is_grad_enabled() and param.requires_grad) or torch.compiler.is_compiling():
+            return compute()  # traced (export): no storage to key on
+        state = (param._version, param.data_ptr(), param.device, param.dtype)
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        if len(self.entries) >= self.max_entries:
+            self.entries.clear()
+        value = compute().detach()
+        self.entries[key] = (state, value)
+        return value
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patch projection: (B, 3, H, W) -> (B, H/p * W/p, C), row-major."""
 
@@ -174,8 +200,7 @@ class DinoVisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
-        # (h, w) -> (state of pos_embed it was computed from, interpolated pos-embed).
-        self._pos_cache: Dict[Tuple[int, int], Tuple[tuple, torch.Tensor]] = {}
+        self._pos_cache = PosTableCache()  # (h, w) -> interpolated pos-embed
         self._register_load_state_dict_pre_hook(self._clear_pos_cache)
 
     def interpolate_pos_encoding(self, h: int, w: int) -> torch.Tensor:
@@ -206,29 +231,15 @@ class DinoVisionTransformer(nn.Module):
         return torch.cat([cls_pos, patch_pos], dim=1).to(self.pos_embed.dtype)
 
     def _clear_pos_cache(self, *args) -> None:
-        self._pos_cache.clear()
+        self._pos_cache.entries.clear()
 
     def cached_pos_encoding(self, h: int, w: int) -> torch.Tensor:
-        """:meth:`interpolate_pos_encoding`, cached per grid size on the fast path.
-
-        An entry is reused only while ``pos_embed`` is unchanged: the key holds its version
-        counter (bumped by optimizer steps and ``load_state_dict``'s in-place copy), storage,
-        device and dtype. Never cached while ``pos_embed`` is being trained (the result must
-        stay in the autograd graph).
-        """
-        p = self.pos_embed
-        if (not self.fast_inference or (torch.is_grad_enabled() and p.requires_grad)
-                or torch.compiler.is_compiling()):  # traced (export): no storage to key on
+        """:meth:`interpolate_pos_encoding`, cached per grid size on the fast path (an entry is
+        reused only while ``pos_embed`` is unchanged: see :class:`PosTableCache`)."""
+        if not self.fast_inference:
             return self.interpolate_pos_encoding(h, w)
-        state = (p._version, p.data_ptr(), p.device, p.dtype)
-        hit = self._pos_cache.get((h, w))
-        if hit is not None and hit[0] == state:
-            return hit[1]
-        if len(self._pos_cache) >= 8:  # a handful of grid sizes is all a run ever uses
-            self._pos_cache.clear()
-        pos = self.interpolate_pos_encoding(h, w).detach()
-        self._pos_cache[(h, w)] = (state, pos)
-        return pos
+        return self._pos_cache.get(self.pos_embed, (h, w),
+                                   lambda: self.interpolate_pos_encoding(h, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """

@@ -29,7 +29,12 @@ from timm.models.eva import checkpoint_filter_fn as eva_checkpoint_filter_fn
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .dinov2 import DINOV2_ARCHS, load_state_dict_strict, read_dinov2_state_dict
+from .dinov2 import (
+    DINOV2_ARCHS,
+    PosTableCache,
+    load_state_dict_strict,
+    read_dinov2_state_dict,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -141,32 +146,6 @@ def _is_torchscript_archive(path: str) -> bool:
         return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
-class _PosTableCache:
-    """Positional tables per grid size, valid while the source parameter is unchanged.
-
-    The key holds the parameter's version counter (bumped by optimizer steps and
-    ``load_state_dict``'s in-place copy), storage, device and dtype; nothing is cached while the
-    parameter is being trained (the table must stay in the autograd graph).
-    """
-
-    def __init__(self, max_entries: int = 8):
-        self.max_entries = max_entries
-        self.entries: Dict[tuple, Tuple[tuple, torch.Tensor]] = {}
-
-    def get(self, param: torch.Tensor, key: tuple, compute) -> torch.Tensor:
-        if (torch.is_grad_enabled() and param.requires_grad) or torch.compiler.is_compiling():
-            return compute()  # traced (export): no storage to key on
-        state = (param._version, param.data_ptr(), param.device, param.dtype)
-        hit = self.entries.get(key)
-        if hit is not None and hit[0] == state:
-            return hit[1]
-        if len(self.entries) >= self.max_entries:
-            self.entries.clear()
-        value = compute().detach()
-        self.entries[key] = (state, value)
-        return value
-
-
 class _FastInferenceMixin:
     """``fast_inference`` toggles timm's fused attention in every block (SINE's switch)."""
 
@@ -260,7 +239,7 @@ class TimmViT(_FastInferenceMixin, VisionTransformer):
             nn.init.normal_(self.register_tokens, std=1e-6)
         self.num_reg_tokens = num_register_tokens
         self.num_prefix_tokens = 1 + num_register_tokens
-        self._pos_cache = _PosTableCache()
+        self._pos_cache = PosTableCache()
         self.fast_inference = True
         self._register_load_state_dict_pre_hook(self._rename_official_keys)
 
