@@ -26,14 +26,9 @@ MIB = 1024 * 1024
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from sine.engine.acceleration import cpu_model_name
+
+    return cpu_model_name()
 
 
 def machine_info(device: str = "cpu") -> Dict[str, str]:

@@ -49,8 +49,9 @@ def multi_head_attention(
     # (len, B, C) -> (B, heads, len, C / heads)
     q, k, v = (t.reshape(t.shape[0], B, heads, C // heads).permute(1, 2, 0, 3) for t in (q, k, v))
     if attn_mask is not None:
-        if attn_mask.dim() == 3 and attn_mask.shape[0] > 1 and attn_mask.stride(0) == 0:
-            attn_mask = attn_mask[0]  # one mask shared by every head: SDPA broadcasts it
+        shared = shared_head_mask(attn_mask)
+        if shared is not None:
+            attn_mask = shared  # one mask for every head: SDPA broadcasts it
         elif attn_mask.dim() == 3:
             attn_mask = attn_mask.reshape(-1, heads, L, S)
         # SDPA's boolean masks mean the opposite: True = may attend.
@@ -58,6 +59,14 @@ def multi_head_attention(
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     out = out.permute(2, 0, 1, 3).reshape(L, B, C)
     return F.linear(out, attn.out_proj.weight, attn.out_proj.bias)
+
+
+def shared_head_mask(mask: torch.Tensor) -> Optional[torch.Tensor]:
+    """The one (L, S) mask behind a (B * heads, L, S) mask that is a stride-0 ``expand`` of it
+    (every head and batch element the same: the fast path's cross-attention mask), else None."""
+    if mask.dim() == 3 and mask.shape[0] > 1 and mask.stride(0) == 0:
+        return mask[0]
+    return None
 
 
 def _in_projection(attn: nn.MultiheadAttention, query, key, value):

@@ -16,7 +16,14 @@ from detectron2.utils.registry import Registry
 from torch import nn
 
 from .in_context_fusion import InContextFusion, MaskPooling
-from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer, xavier_init_
+from .layers import (
+    MLP,
+    CrossAttentionLayer,
+    FFNLayer,
+    SelfAttentionLayer,
+    shared_head_mask,
+    xavier_init_,
+)
 from .position_encoding import PositionEmbeddingSine
 from .reference_pooling import get_reference_pooling
 
@@ -145,8 +152,8 @@ def unblock_fully_masked_queries(mask: torch.Tensor) -> torch.Tensor:
     Returns:
         the mask, fully blocked rows set to False.
     """
-    if mask.dim() == 3 and mask.shape[0] > 1 and mask.stride(0) == 0:
-        shared = mask[0]  # no data-dependent branch: the ONNX export traces this
+    shared = shared_head_mask(mask)
+    if shared is not None:  # no data-dependent branch: the ONNX export traces this
         return (shared & ~shared.all(-1, keepdim=True)).expand_as(mask)
     mask[mask.sum(-1) == mask.shape[-1]] = False
     return mask
