@@ -238,14 +238,8 @@ class InContextPairMapper:
         tar_inst = tar_inst[keep]
         if len(tar_inst) == 0:
             return None
-        return {
-            "image": tar_image,
-            "height": tar_image.shape[1],
-            "width": tar_image.shape[2],
-            "instances": tar_inst,
-            "references": [{"image": ref_image, "instances": ref_inst}],
-            "pair_type": "same_image" if same_image else "cross_image",
-        }
+        return _pair(tar_image, tar_inst, ref_image, ref_inst,
+                     pair_type="same_image" if same_image else "cross_image")
 
     def _draw_semantic_pair(self, d, index, category):
         """SegIC semantic pair: the union mask of ``category`` in two different images."""
@@ -265,16 +259,9 @@ class InContextPairMapper:
             views.append((image, _make_instances(image.shape[1:], mask[None], label, label)))
         (tar_image, tar_inst), (ref_image, ref_inst) = views
         names = self.class_names[d]
-        return {
-            "image": tar_image,
-            "height": tar_image.shape[1],
-            "width": tar_image.shape[2],
-            "instances": tar_inst,
-            "references": [{"image": ref_image, "instances": ref_inst}],
-            "pair_type": "semantic",
-            "class_name": names[category] if category < len(names) else None,
-            "box_masks": False,
-        }
+        return _pair(tar_image, tar_inst, ref_image, ref_inst, pair_type="semantic",
+                     class_name=names[category] if category < len(names) else None,
+                     box_masks=False)
 
     def _draw_view_pair(self, index, category, box_masks):
         """SegIC instance pair: two augmented views of one image holding ``category``."""
@@ -297,18 +284,14 @@ class InContextPairMapper:
         classes, ids = inst.gt_classes[chosen], inst.ins_ids[chosen]
         tar_image, ref_image = tar_image.as_subclass(torch.Tensor), ref_image.as_subclass(
             torch.Tensor)
-        return {
-            "image": tar_image,
-            "height": tar_image.shape[1],
-            "width": tar_image.shape[2],
-            "instances": _make_instances(tar_image.shape[1:], tar_masks[chosen].as_subclass(
-                torch.Tensor), classes, ids),
-            "references": [{"image": ref_image, "instances": _make_instances(
-                ref_image.shape[1:], ref_masks[chosen].as_subclass(torch.Tensor), classes, ids)}],
-            "pair_type": "box" if box_masks else "instance",
-            "class_name": None,
-            "box_masks": box_masks,
-        }
+        return _pair(
+            tar_image,
+            _make_instances(tar_image.shape[1:], tar_masks[chosen].as_subclass(torch.Tensor),
+                            classes, ids),
+            ref_image,
+            _make_instances(ref_image.shape[1:], ref_masks[chosen].as_subclass(torch.Tensor),
+                            classes, ids),
+            pair_type="box" if box_masks else "instance", class_name=None, box_masks=box_masks)
 
     def _load_view(self, record, augment=True, box_masks=False):
         """Read and augment one record (``augment`` False: as stored). Returns
@@ -421,6 +404,19 @@ def _panoptic_instances(record, ids_map, image_size):
     classes = torch.tensor([s["category_id"] for s in segments], dtype=torch.int64)
     ids = torch.tensor([s["id"] for s in segments], dtype=torch.int64)
     return _make_instances(image_size, masks, classes, ids)
+
+
+def _pair(tar_image, tar_inst, ref_image, ref_inst, **fields) -> dict:
+    """One training pair in the model's input format (target + one reference) plus ``fields``
+    ("pair_type", SegIC's "class_name" / "box_masks")."""
+    return {
+        "image": tar_image,
+        "height": tar_image.shape[1],
+        "width": tar_image.shape[2],
+        "instances": tar_inst,
+        "references": [{"image": ref_image, "instances": ref_inst}],
+        **fields,
+    }
 
 
 def _make_instances(image_size, masks, classes, ids):
