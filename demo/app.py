@@ -20,7 +20,12 @@ ROOT = os.path.dirname(HERE)
 sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, ROOT)]
 
 # gradio, torch and the model are imported when needed: `--help` answers at once.
-from sine.utils.cli import add_common_flags, run_cli, split_config_overrides  # noqa: E402
+from sine.utils.cli import (  # noqa: E402
+    add_common_flags,
+    add_config_file_flag,
+    run_cli,
+    split_config_overrides,
+)
 
 __all__ = ["build_app", "editor_reference", "mask_objects", "object_names",
            "reference_summary", "segment"]
@@ -208,8 +213,7 @@ def build_app(predictor, score_thresh: float = 0.5):
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="SINE web demo (Gradio).",
                                      epilog="Config overrides go last: ... MODEL.WEIGHTS x.pth")
-    parser.add_argument("--config-file",
-                        default=os.path.join(ROOT, "configs/demo/sine_synthetic_tiny.yaml"))
+    add_config_file_flag(parser)
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: MODEL.DEVICE)")
     parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve the network")
     parser.add_argument("--port", type=int, default=7860)

@@ -35,13 +35,13 @@ sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in 
 from sine.utils.cli import (  # noqa: E402
     add_acceleration_flag,
     add_common_flags,
+    add_config_file_flag,
     run_cli,
     split_config_overrides,
 )
 
 logger = logging.getLogger("sine.demo")
 
-DEFAULT_CONFIG = os.path.join(ROOT, "configs/demo/sine_synthetic_tiny.yaml")
 VIS_MAX_SIDE = 1600  # default longest side of the drawn overlays (masks are saved at full size)
 
 
@@ -50,8 +50,7 @@ def get_parser() -> argparse.ArgumentParser:
         description="SINE in-context segmentation of your own images (ID, instances, semantic).",
         epilog="Config overrides go last: ... --output out/ MODEL.WEIGHTS model.pth",
     )
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG, metavar="FILE",
-                        help="default: the CPU demo model configs/demo/sine_synthetic_tiny.yaml")
+    add_config_file_flag(parser)
     parser.add_argument("--ref-image", help="reference image (optional with --ref-coco)")
     parser.add_argument("--ref-mask", nargs="+", metavar="PNG",
                         help="mask file(s) of the reference: binary (one object) or label maps "

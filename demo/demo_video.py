@@ -24,11 +24,15 @@ ROOT = os.path.dirname(HERE)
 sys.path[:] = [ROOT] + [p for p in sys.path if os.path.abspath(p or ".") not in (HERE, ROOT)]
 
 # Only light modules at import time: `--help` must not wait for torch / detectron2.
-from sine.utils.cli import add_common_flags, run_cli, split_config_overrides  # noqa: E402
+from sine.utils.cli import (  # noqa: E402
+    add_common_flags,
+    add_config_file_flag,
+    run_cli,
+    split_config_overrides,
+)
 
 logger = logging.getLogger("sine.demo_video")
 
-DEFAULT_CONFIG = os.path.join(ROOT, "configs/demo/sine_synthetic_tiny.yaml")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 GIF_MAX_SIDE = 640  # GIF frames are kept in memory until the end: drawn at most this size
 
@@ -37,9 +41,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="SINE video object segmentation demo",
         epilog="Config overrides go last: ... --output out.mp4 MODEL.WEIGHTS model.pth")
-    parser.add_argument("--config-file", default=DEFAULT_CONFIG,
-                        help="default: the CPU demo model configs/demo/sine_synthetic_tiny.yaml "
-                             "(configs/vos/davis17.yaml for the released SINE)")
+    add_config_file_flag(parser, "(configs/vos/davis17.yaml for the released SINE)")
     parser.add_argument("--input", required=True, help="video file or folder of frames")
     parser.add_argument("--mask", required=True,
                         help="first-frame mask PNG: label map (palette or grey, value k = object "

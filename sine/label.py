@@ -27,13 +27,15 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from .utils.cli import add_acceleration_flag, add_common_flags, run_cli, split_config_overrides
+from .utils.cli import (
+    add_acceleration_flag,
+    add_common_flags,
+    add_config_file_flag,
+    run_cli,
+    split_config_overrides,
+)
 
 logger = logging.getLogger("sine.label")
-
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "configs", "demo", "sine_synthetic_tiny.yaml")
-
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -41,8 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
         description="Pre-label a folder of images with SINE from annotated references; writes "
                     "COCO instance predictions (RLE masks, scores, category names).",
         epilog="Config overrides go last: ... --output out.json MODEL.WEIGHTS model.pth")
-    parser.add_argument("--config-file", default=_DEFAULT_CONFIG, metavar="FILE",
-                        help="default: the CPU demo model configs/demo/sine_synthetic_tiny.yaml")
+    add_config_file_flag(parser)
     parser.add_argument("--ref-coco", required=True, metavar="JSON",
                         help="COCO instance annotations of the reference image(s)")
     parser.add_argument("--ref-image-root", metavar="DIR",

@@ -26,13 +26,9 @@ import os
 import sys
 from typing import List, Optional
 
-from .utils.cli import add_common_flags, run_cli, split_config_overrides
+from .utils.cli import add_common_flags, add_config_file_flag, run_cli, split_config_overrides
 
 logger = logging.getLogger("sine.own_data")
-
-_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               "configs", "demo", "sine_synthetic_tiny.yaml")
-
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -65,8 +61,7 @@ def get_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="FSS episode seed")
     add_common_flags(example)
     for p in (train, ev):
-        p.add_argument("--config-file", default=_DEFAULT_CONFIG, metavar="FILE",
-                       help="default: the CPU demo model configs/demo/sine_synthetic_tiny.yaml")
+        add_config_file_flag(p)
         p.add_argument("--weights", help="checkpoint to start from / to evaluate "
                                          "(MODEL.WEIGHTS)")
         p.add_argument("--output", required=True, help="output folder")

@@ -11,13 +11,26 @@ A user error (bad input, missing file, unknown config key, ...) prints ``error: 
 and exits with status 2; any other exception prints its type and message and exits with 1,
 and asks for ``--debug``, which re-raises so the traceback is shown.
 """
+import os
 import re
 import sys
 import warnings
 from typing import Callable, List, Optional, Tuple
 
-__all__ = ["ACCELERATION_FLAG_CHOICES", "DEBUG_FLAG", "add_acceleration_flag", "add_common_flags",
-           "add_launch_args", "run_cli", "split_config_overrides"]
+__all__ = ["ACCELERATION_FLAG_CHOICES", "DEBUG_FLAG", "DEMO_CONFIG", "add_acceleration_flag",
+           "add_common_flags", "add_config_file_flag", "add_launch_args", "run_cli",
+           "split_config_overrides"]
+
+#: The CPU demo model that every user CLI defaults to (an absolute path: any working directory).
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__)))), "configs", "demo", "sine_synthetic_tiny.yaml")
+
+
+def add_config_file_flag(parser, note: str = "") -> None:
+    """``--config-file`` (default :data:`DEMO_CONFIG`); ``note`` is appended to its help."""
+    parser.add_argument("--config-file", default=DEMO_CONFIG, metavar="FILE",
+                        help="default: the CPU demo model configs/demo/sine_synthetic_tiny.yaml"
+                        + (f" {note}" if note else ""))
 
 # Top-level sections of the config (tests/test_cli_inputs.py checks this list against
 # get_sine_cfg()): an override key starts with one of them, which tells it from an upper-case
